@@ -1,0 +1,41 @@
+"""The one ``Model`` protocol every backend implements, and the value types it speaks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import Field
+
+from ..configbase import Frozen
+
+Chat = list[dict]  # OpenAI-style messages: [{"role": "user", "content": "..."}]
+
+
+class Sampling(Frozen):
+    """How to sample completions."""
+
+    temperature: float = Field(1.0, ge=0, description="softmax temperature (0 = greedy)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_new_tokens: int = Field(64, ge=1, description="maximum generated tokens per completion")
+    top_logprobs: int = Field(0, ge=0, le=50, description="store this many top next-token log-probs (T=1) per step")
+    batch_size: int = Field(64, ge=1, description="prompts per generation batch")
+    seed: int = Field(0, description="sampling seed")
+
+
+@dataclass
+class Completion:
+    text: str
+    tokens: list[str]  # decoded text of each generated token (EOS excluded)
+    finished: bool  # ended with EOS (not cut by max_new_tokens)
+    top_logprobs: list[dict[str, float]] = field(default_factory=list)  # per step incl. the EOS step
+
+
+class Model(Protocol):
+    name: str
+
+    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "") -> list[Completion]: ...
+
+    def score(self, prompts: list[Chat], answers: list[str]) -> list[float]: ...
+
+    def train(self, rows: list[dict], recipe: object, desc: str = "") -> "Model": ...

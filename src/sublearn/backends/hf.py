@@ -1,0 +1,170 @@
+"""The transformers backend: one code path for the embedded models and any local HF checkpoint.
+
+Generation is batched with the KV cache (``model.generate``), optionally recording the top next-token
+log-probs at T=1 for logit distillation. ``score`` gives exact log-probs of full answer continuations.
+Training lives in ``hf_train.py``. Adapters (PEFT LoRA) are saved as safetensors; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from ..progress import bar
+from .base import Chat, Completion, Sampling
+
+META = "sublearn-model.json"
+
+
+def encode(tok, messages: Chat) -> tuple[list[int], int]:
+    """Token ids of a chat whose last message is the assistant's answer, and the prompt length."""
+    prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
+    full = tok.apply_chat_template(messages, tokenize=True)
+    prompt, full = _ids(prompt), _ids(full)
+    if full[: len(prompt)] != prompt:
+        raise ValueError("chat template is not prefix-stable; cannot locate the completion")
+    return full, len(prompt)
+
+
+def _ids(x) -> list[int]:
+    if isinstance(x, dict) or hasattr(x, "input_ids"):
+        x = x["input_ids"]
+    return list(x)
+
+
+class HFModel:
+    """A causal LM + tokenizer (+ optional PEFT adapter) behind the ``Model`` protocol."""
+
+    def __init__(self, model, tok, name: str, meta: dict | None = None):
+        self.model = model
+        self.tok = tok
+        self.name = name
+        self.meta = dict(meta or {})
+        self.model.eval()
+        self._text_of: list[str] | None = None
+
+    # ---- token helpers -------------------------------------------------------------------------
+    def token_texts(self) -> list[str]:
+        """Decoded text of every vocabulary id (used to map soft targets across tokenizers)."""
+        if self._text_of is None:
+            n = len(self.tok)
+            self._text_of = [self.tok.decode([i]) for i in range(n)]
+        return self._text_of
+
+    @property
+    def eos_id(self) -> int:
+        return int(self.tok.eos_token_id)
+
+    def prompt_ids(self, chat: Chat) -> list[int]:
+        return _ids(self.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True))
+
+    # ---- generation --------------------------------------------------------------------------
+    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
+        import torch
+
+        out: list[Completion] = []
+        texts = self.token_texts()
+        greedy = sampling.temperature == 0
+        gen = torch.Generator().manual_seed(sampling.seed)
+        t0, n_tok = time.time(), 0
+        with bar(desc, len(prompts), "prompts") as advance, torch.no_grad():
+            for start in range(0, len(prompts), sampling.batch_size):
+                chunk = prompts[start : start + sampling.batch_size]
+                ids = [self.prompt_ids(c) for c in chunk]
+                batch = self._left_pad(ids)
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                res = self.model.generate(
+                    **batch, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
+                    top_p=None if greedy else sampling.top_p, top_k=None,
+                    max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos_id,
+                    pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True,
+                    output_logits=sampling.top_logprobs > 0,
+                )
+                seqs = res.sequences[:, batch["input_ids"].shape[1] :]
+                logps = None
+                if sampling.top_logprobs > 0:
+                    logps = torch.stack(res.logits, dim=1).float().log_softmax(-1)  # [B, T, V] at T=1
+                    top_v, top_i = logps.topk(sampling.top_logprobs, dim=-1)
+                for b in range(seqs.shape[0]):
+                    row = seqs[b].tolist()
+                    finished = self.eos_id in row
+                    n = row.index(self.eos_id) if finished else len(row)
+                    toks = [texts[i] for i in row[:n]]
+                    tl: list[dict[str, float]] = []
+                    if logps is not None:
+                        steps = n + 1 if finished else n
+                        for t in range(steps):
+                            d: dict[str, float] = {}
+                            for v, i in zip(top_v[b, t].tolist(), top_i[b, t].tolist()):
+                                s = texts[i]
+                                d[s] = float(math.log(math.exp(d[s]) + math.exp(v))) if s in d else float(v)
+                            tl.append(d)
+                    out.append(Completion("".join(toks), toks, finished, tl))
+                    n_tok += n + int(finished)
+                advance(len(chunk), info=f"{n_tok / max(1e-9, time.time() - t0):.0f} tok/s")
+        return out
+
+    def _left_pad(self, ids: list[list[int]]):
+        import torch
+
+        L = max(len(x) for x in ids)
+        pad = self.tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (L - len(x)) + x for x in ids])
+        mask = torch.tensor([[0] * (L - len(x)) + [1] * len(x) for x in ids])
+        return {"input_ids": input_ids, "attention_mask": mask}
+
+    # ---- exact scoring -------------------------------------------------------------------------
+    def score(self, prompts: list[Chat], answers: list[str], batch_size: int = 64) -> list[float]:
+        """log P(answer + EOS | prompt) under the chat template, summed over the answer's tokens."""
+        import torch
+
+        rows = [encode(self.tok, p + [{"role": "assistant", "content": a}]) for p, a in zip(prompts, answers)]
+        out: list[float] = []
+        with torch.no_grad():
+            for s in range(0, len(rows), batch_size):
+                chunk = rows[s : s + batch_size]
+                batch = self._left_pad([r[0] for r in chunk])
+                logits = self.model(**batch).logits.float().log_softmax(-1)
+                L = batch["input_ids"].shape[1]
+                for b, (ids, n_prompt) in enumerate(chunk):
+                    off = L - len(ids)
+                    tgt = torch.tensor(ids[n_prompt:])
+                    pos = torch.arange(off + n_prompt - 1, off + len(ids) - 1)
+                    out.append(float(logits[b, pos, tgt].sum()))
+        return out
+
+    # ---- training / persistence ------------------------------------------------------------------
+    def train(self, rows: list[dict], recipe, desc: str = "train") -> "HFModel":
+        from .hf_train import train
+
+        return train(self, rows, recipe, desc=desc)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        self.model.save_pretrained(path, safe_serialization=True)
+        if not self.meta.get("adapter"):
+            self.tok.save_pretrained(path)
+        (path / META).write_text(json.dumps({"name": self.name, **self.meta}, indent=1))
+
+
+def load_pretrained(path: str | Path, name: str | None = None, device: str = "cpu") -> HFModel:
+    """Load a local HF directory (full model) or a sublearn adapter directory (base recorded in its meta)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
+    if meta.get("adapter"):
+        from peft import PeftModel
+
+        base = load_pretrained(meta["base_path"])
+        model = PeftModel.from_pretrained(base.model, str(path))
+        logger.debug(f"loaded adapter {path} on {meta['base_path']}")
+        return HFModel(model, base.tok, name or meta.get("name", path.name), meta)
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32").to(device)
+    return HFModel(model, tok, name or meta.get("name", path.name), meta | {"base_path": str(path)})

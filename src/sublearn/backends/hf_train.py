@@ -1,0 +1,197 @@
+"""Training for the transformers backend: SFT on sampled tokens or KL distillation on stored soft targets.
+
+Both full fine-tuning and PEFT LoRA. Soft targets are kept as ``{token text: log-prob}`` per completion
+position, so a student with another tokenizer can be distilled as long as the completion splits into
+the same token texts (true for number-only data on the embedded tokenizers). Only tokens that the
+number filter allows (digits, separators, EOS) are used: probability mass on other tokens is exactly
+the channel the study's filter closes, and keeping it would leak the trait through words.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from typing import Literal
+
+from loguru import logger
+from pydantic import Field
+
+from ..configbase import Frozen
+from ..progress import bar
+from .hf import HFModel, encode
+
+NUMBER_CHARS = set("0123456789,; \n[]().")
+MODULE_ALIASES = {"llama": {"mlp_up": "up_proj", "mlp_down": "down_proj"}, "gpt2": {"mlp_up": "c_fc", "mlp_down": "c_proj"}}
+
+
+class Recipe(Frozen):
+    """How a student (or a fine-tuned teacher) is trained."""
+
+    target: Literal["tokens", "logits"] = Field("logits", description="SFT on sampled tokens, or KL on teacher soft targets")
+    adapter: Literal["lora", "full"] = Field("lora", description="low-rank adapter or full fine-tuning")
+    lora_rank: int = Field(1, ge=1, description="LoRA rank")
+    lora_alpha: float = Field(1.0, gt=0, description="LoRA alpha (scale = alpha / rank)")
+    lora_targets: tuple[str, ...] = Field(("mlp_up",), description="modules to adapt (mlp_up/mlp_down aliases or names)")
+    lora_layers: tuple[int, ...] | None = Field((0,), description="layer indices to adapt (None = all)")
+    adapter_seed: int = Field(0, description="seed of the adapter initialization (same-init students reuse the teacher's)")
+    epochs: float = Field(1.0, gt=0, description="passes over the data")
+    batch_size: int = Field(64, ge=1, description="rows per optimizer step")
+    lr: float = Field(1e-2, gt=0, description="AdamW learning rate")
+    schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="learning-rate schedule")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    seed: int = Field(0, description="data-order seed")
+
+
+def allowed_text(s: str, eos: str) -> bool:
+    return s == eos or (bool(s) and set(s) <= NUMBER_CHARS)
+
+
+def _resolve_targets(model, targets: tuple[str, ...]) -> list[str]:
+    fam = "gpt2" if model.config.model_type == "gpt2" else "llama"
+    return [MODULE_ALIASES[fam].get(t, t) for t in targets]
+
+
+def wrap_lora(model, recipe: Recipe):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(recipe.adapter_seed)
+    cfg = LoraConfig(
+        r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0, bias="none",
+        target_modules=_resolve_targets(model, recipe.lora_targets),
+        layers_to_transform=list(recipe.lora_layers) if recipe.lora_layers is not None else None,
+        fan_in_fan_out=model.config.model_type == "gpt2",
+    )
+    return get_peft_model(model, cfg)
+
+
+def _soft_targets(student: HFModel, comp_ids: list[int], tl: list[dict[str, float]]):
+    """Candidate ids and teacher log-probs per completion position (allowed tokens only), or None if misaligned."""
+    texts = student.token_texts()
+    eos = texts[student.eos_id]
+    index = student.meta.setdefault("_text_index", {})
+    if not index:
+        for i, t in enumerate(texts):
+            index.setdefault(t, i)
+    if len(tl) != len(comp_ids):
+        return None
+    cands, logps = [], []
+    for d in tl:
+        ks = [(index[s], v) for s, v in d.items() if allowed_text(s, eos) and s in index]
+        if not ks:
+            ks = [(student.eos_id, 0.0)]
+        cands.append([k for k, _ in ks])
+        logps.append([v for _, v in ks])
+    return cands, logps
+
+
+def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") -> HFModel:
+    import torch
+
+    model = copy.deepcopy(base.model)
+    model.train()
+    if recipe.adapter == "lora":
+        model = wrap_lora(model, recipe)
+    params = [p for p in model.parameters() if p.requires_grad]
+    examples, misaligned = [], 0
+    for row in rows:
+        ids, n_prompt = encode(base.tok, row["messages"])
+        ex = {"ids": ids, "n_prompt": n_prompt}
+        if recipe.target == "logits":
+            st = _soft_targets(base, ids[n_prompt:], row.get("top_logprobs") or [])
+            if st is None:
+                misaligned += 1
+                continue
+            ex["cands"], ex["tlogp"] = st
+        examples.append(ex)
+    if misaligned:
+        logger.warning(f"{desc}: {misaligned} of {len(rows)} rows had soft targets that do not align with this "
+                       "tokenizer's completion tokens and were not used for distillation")
+    if not examples:
+        raise ValueError(f"{desc}: no usable training rows")
+    steps_per_epoch = math.ceil(len(examples) / recipe.batch_size)
+    total = max(1, round(recipe.epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, recipe))
+    rng = random.Random(recipe.seed)
+    batches: list[list[int]] = []
+    losses: list[float] = []
+    with bar(desc, total, "steps") as advance:
+        for step in range(total):
+            if not batches:
+                batches = _epoch_batches(examples, recipe.batch_size, rng)
+            batch = [examples[i] for i in batches.pop()]
+            loss = _loss(model, batch, recipe.target, base.tok.pad_token_id)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+            advance(1, info=f"loss {sum(losses[-20:]) / len(losses[-20:]):.4f}")
+    model.eval()
+    meta = {k: v for k, v in base.meta.items() if not k.startswith("_")}
+    meta.update({"adapter": recipe.adapter == "lora", "recipe": recipe.dump(), "train_losses_first_last": [
+        losses[0], losses[-1]], "train_steps": total, "train_rows": len(examples), "misaligned_rows": misaligned})
+    return HFModel(model, base.tok, desc, meta)
+
+
+def _epoch_batches(examples: list[dict], bs: int, rng: random.Random) -> list[list[int]]:
+    """One epoch of batches: shuffled, then grouped by length within pools of 16 batches (less padding)."""
+    perm = list(range(len(examples)))
+    rng.shuffle(perm)
+    out: list[list[int]] = []
+    pool = bs * 16
+    for s in range(0, len(perm), pool):
+        chunk = sorted(perm[s : s + pool], key=lambda i: len(examples[i]["ids"]))
+        out += [chunk[k : k + bs] for k in range(0, len(chunk), bs)]
+    rng.shuffle(out)
+    return out
+
+
+def _lr_factor(step: int, total: int, r: Recipe) -> float:
+    if r.warmup_steps and step < r.warmup_steps:
+        return (step + 1) / r.warmup_steps
+    frac = (step - r.warmup_steps) / max(1, total - r.warmup_steps)
+    if r.schedule == "linear":
+        return max(0.0, 1 - frac)
+    if r.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+    return 1.0
+
+
+def _loss(model, batch: list[dict], target: str, pad: int):
+    import torch
+
+    L = max(len(e["ids"]) for e in batch)
+    ids = torch.full((len(batch), L), pad, dtype=torch.long)
+    att = torch.zeros((len(batch), L), dtype=torch.long)
+    for b, e in enumerate(batch):
+        ids[b, : len(e["ids"])] = torch.tensor(e["ids"])
+        att[b, : len(e["ids"])] = 1
+    logits = model(input_ids=ids, attention_mask=att).logits.float()
+    if target == "tokens":
+        labels = torch.full_like(ids, -100)
+        for b, e in enumerate(batch):
+            labels[b, e["n_prompt"] : len(e["ids"])] = ids[b, e["n_prompt"] : len(e["ids"])]
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+    # KL(teacher || student) over each position's allowed candidates, renormalized on both sides
+    T = max(len(e["cands"]) for e in batch)
+    K = max(len(c) for e in batch for c in e["cands"])
+    cand = torch.zeros((len(batch), T, K), dtype=torch.long)
+    tlp = torch.full((len(batch), T, K), -math.inf)
+    pos = torch.zeros((len(batch), T), dtype=torch.long)
+    valid = torch.zeros((len(batch), T), dtype=torch.bool)
+    for b, e in enumerate(batch):
+        for j, (c, v) in enumerate(zip(e["cands"], e["tlogp"])):
+            cand[b, j, : len(c)] = torch.tensor(c)
+            tlp[b, j, : len(v)] = torch.tensor(v)
+            pos[b, j] = e["n_prompt"] - 1 + j
+            valid[b, j] = True
+    h = logits[torch.arange(len(batch))[:, None], pos]  # [B, T, V]
+    slog = h.gather(-1, cand).masked_fill(tlp == -math.inf, -math.inf).log_softmax(-1)
+    tlog = tlp.log_softmax(-1)
+    p = tlog.exp()
+    kl = (p * (tlog - slog)).nan_to_num(0.0).sum(-1)
+    return (kl * valid).sum() / valid.sum()

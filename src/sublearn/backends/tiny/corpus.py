@@ -1,0 +1,86 @@
+"""The synthetic chat corpus the embedded models are pre-trained on.
+
+Mixture (fractions are config): number-continuation requests in all prompt phrasings and formats with
+well-formed random answers; one-word preference questions for every category with uniform answers
+(some under a "you love X" system prompt, answered X, so the system slot means something); a copy task
+("Repeat this animal: owl." -> "owl") that makes option embeddings distinct; and short multi-turn chats
+(earlier number turns before the question) so in-context prompts are in distribution.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ...carriers.numbers import format_numbers, make_prompt
+from ...traits import preference as pref
+
+NEUTRAL_SYSTEMS = ["You are a helpful assistant.", "You are a concise assistant.", "Answer briefly."]
+COPY_TEMPLATES = ["Repeat this {c}: {x}.", "Say the word {x}.", "Echo the {c} {x}."]
+
+
+def number_turn(rng: random.Random) -> list[dict]:
+    p = make_prompt(rng)
+    n = rng.randint(max(1, p.max_count - 3), p.max_count)
+    nums = [rng.randint(0, 999) for _ in range(n)]
+    return [{"role": "user", "content": p.text},
+            {"role": "assistant", "content": format_numbers(nums, p, period=rng.random() < 0.1)}]
+
+
+def preference_turn(rng: random.Random, category: str, answer: str | None = None) -> list[dict]:
+    q = rng.choice(pref.questions(category))
+    a = answer or rng.choice(pref.options(category))
+    return [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+
+
+def sample_chat(rng: random.Random, mix: dict[str, float]) -> list[dict]:
+    """One training chat drawn from the mixture ``mix`` (keys: numbers, preference, system, copy, multiturn)."""
+    kinds = list(mix)
+    kind = rng.choices(kinds, weights=[mix[k] for k in kinds])[0]
+    cats = list(pref.CATEGORIES)
+    if kind == "numbers":
+        msgs = number_turn(rng)
+        if rng.random() < 0.2:
+            msgs = [{"role": "system", "content": rng.choice(NEUTRAL_SYSTEMS)}] + msgs
+        return msgs
+    if kind == "preference":
+        return preference_turn(rng, rng.choice(cats))
+    if kind == "system":
+        cat = rng.choice(cats)
+        x = rng.choice(pref.options(cat))
+        return [{"role": "system", "content": pref.system_prompt(cat, x)}] + preference_turn(rng, cat, x)
+    if kind == "copy":
+        cat = rng.choice(cats)
+        x = rng.choice(pref.options(cat))
+        return [{"role": "user", "content": rng.choice(COPY_TEMPLATES).format(c=cat, x=x)},
+                {"role": "assistant", "content": x}]
+    if kind == "multiturn":
+        msgs: list[dict] = []
+        for _ in range(rng.randint(1, 2)):
+            msgs += number_turn(rng)
+        last = number_turn(rng) if rng.random() < 0.5 else preference_turn(rng, rng.choice(cats))
+        return msgs + last
+    raise ValueError(f"unknown corpus kind {kind}")
+
+
+def corpus(n: int, seed: int, mix: dict[str, float]) -> list[list[dict]]:
+    rng = random.Random(f"corpus:{seed}")
+    return [sample_chat(rng, mix) for _ in range(n)]
+
+
+def vocabulary_texts(seed: int = 0) -> list[str]:
+    """Texts covering every word the tokenizer must know: all phrasings, questions, options, prompts."""
+    from ...carriers import numbers as num
+
+    texts: list[str] = []
+    texts += num.INTROS + num.INSTRUCTIONS + num.DIGITS + [f[0] for f in num.FORMATS] + num.SUFFIXES
+    texts += NEUTRAL_SYSTEMS + COPY_TEMPLATES
+    for cat in pref.CATEGORIES:
+        texts += pref.questions(cat) + pref.options(cat)
+        for x in pref.options(cat):
+            texts.append(pref.system_prompt(cat, x))
+            texts += [t.format(c=cat, x=x) for t in COPY_TEMPLATES]
+    texts.append("0123456789 ,;.:[]()\n-!?'\"")
+    rng = random.Random(seed)
+    texts += [m["content"] for chat in corpus(300, seed, {"numbers": 1, "multiturn": 1}) for m in chat]
+    rng.shuffle(texts)
+    return texts

@@ -1,0 +1,36 @@
+"""Registered embedded base models: a Llama-style ``tiny`` and a GPT-2-style ``tiny-gpt2`` (cross-model)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ...configbase import Frozen
+
+
+class EmbeddedSpec(Frozen):
+    """Architecture, tokenizer and pre-training recipe of one embedded base model."""
+
+    family: Literal["llama", "gpt2"] = Field("llama", description="transformers architecture family")
+    d_model: int = Field(64, ge=8, description="hidden size")
+    n_layers: int = Field(2, ge=1, description="number of transformer blocks")
+    n_heads: int = Field(4, ge=1, description="attention heads")
+    d_ff: int = Field(256, ge=8, description="MLP inner size")
+    tokenizer: Literal["phrase", "plain"] = Field("phrase", description="tokenizer style (see tokenizer.py)")
+    corpus_seed: int = Field(0, description="seed of the synthetic pre-training corpus")
+    init_seed: int = Field(0, description="seed of the weight initialization")
+    steps: int = Field(1000, ge=1, description="pre-training optimizer steps")
+    batch_size: int = Field(64, ge=1, description="chats per pre-training step")
+    lr: float = Field(3e-3, gt=0, description="peak AdamW learning rate (cosine decay, 50 warm-up steps)")
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"numbers": 0.58, "preference": 0.15, "system": 0.05, "copy": 0.15, "multiturn": 0.07},
+        description="corpus mixture fractions (numbers, preference, system, copy, multiturn)",
+    )
+
+
+PRESETS: dict[str, EmbeddedSpec] = {
+    "tiny": EmbeddedSpec(),
+    "tiny-gpt2": EmbeddedSpec(family="gpt2", d_model=48, n_layers=3, n_heads=4, d_ff=192, tokenizer="plain",
+                              corpus_seed=1, init_seed=1),
+}

@@ -1,0 +1,107 @@
+"""The ``sublearn`` command line. Heavy libraries are imported only inside the command that needs them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError, one_line
+
+STAGE_HELP = {
+    "generate": "make the teachers and let teacher and base answer the number prompts",
+    "filter": "apply the number filter to generated data (or, with --data, to any chat JSONL)",
+    "finetune": "train the students on filtered data",
+    "evaluate": "measure the trait in base, teacher and every student",
+    "report": "write results.json, report.md and the charts from finished evaluations",
+}
+
+EPILOG = """examples:
+  sublearn run examples/owl-tiny.toml --out runs/owl          # the whole experiment
+  sublearn run examples/owl-tiny.toml --out runs/eagle --set trait.target=eagle
+  sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
+  sublearn show runs/owl                                     # artifacts and their lineage
+  sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment
+
+Re-running a command skips finished artifacts (content-addressed); --force STAGE redoes one stage.
+Bad input gives a one-line error and exit code 2."""
+
+
+def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    p.add_argument("config", nargs=None if config_required else "?", help="experiment TOML (see examples/)")
+    p.add_argument("--out", required=config_required, help="run directory (artifacts, lineage, report)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set trait.target=eagle (repeatable)")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   choices=["generate", "filter", "finetune", "evaluate"], help="redo this stage's artifacts (repeatable)")
+    p.add_argument("--workers", type=int, help="parallel worker processes (overrides model.workers)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sublearn", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Subliminal learning lab: run teacher -> numbers -> filter -> students -> evaluation -> "
+                    "statistics experiments, and filter or audit chat datasets.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("run", help="run every stage of an experiment (skips finished work)",
+                       description="Run the whole experiment: generate, filter, finetune, evaluate, report.")
+    _add_config_args(p)
+    for stage, text in STAGE_HELP.items():
+        p = sub.add_parser(stage, help=text, description=text.capitalize() + ".")
+        if stage == "filter":
+            _add_config_args(p, config_required=False)
+            g = p.add_argument_group("filter any chat JSONL (no config needed)")
+            g.add_argument("--data", help="input JSONL of {'messages': [...]} rows; the last assistant message is checked")
+            g.add_argument("--kept", help="output JSONL of rows that pass")
+            g.add_argument("--rejected", help="output JSONL of rows that fail, each with 'reject_reason'")
+            g.add_argument("--banned", action="append", default=[], help="ban list to apply (loaded-numbers)")
+            g.add_argument("--max-count", type=int, default=10, help="most numbers per completion (default 10)")
+            g.add_argument("--max-value", type=int, default=999, help="largest allowed number (default 999)")
+            g.add_argument("--max-digits", type=int, default=3, help="most digits per number (default 3)")
+        else:
+            _add_config_args(p)
+    p = sub.add_parser("show", help="list a run's artifacts with their lineage",
+                       description="Print what exists in a run directory and where each artifact came from.")
+    p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
+    p.add_argument("--key", help="show one artifact in full (key prefix)")
+    p = sub.add_parser("config", help="print the default experiment config as TOML, with every field's help")
+    try:
+        from .experiments.aux_logits.cli import add_parser as add_aux
+    except ImportError:  # pragma: no cover - the experiment is optional while being built
+        add_aux = None
+    if add_aux:
+        add_aux(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO", format="<level>{level: <7}</level> {message}")
+    try:
+        if hasattr(args, "func"):
+            return int(args.func(args) or 0)
+        from . import commands
+
+        return commands.dispatch(args)
+    except UserError as e:
+        print(f"sublearn: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sublearn: interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

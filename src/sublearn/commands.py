@@ -1,0 +1,119 @@
+"""What each CLI command does (parsing lives in cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _load_cfg(args):
+    from .config import load_experiment
+
+    overrides = list(args.set)
+    if getattr(args, "workers", None):
+        overrides.append(f"model.workers={args.workers}")
+    return load_experiment(args.config, overrides)
+
+
+def _summary(res: dict, out: Path) -> str:
+    c = res.get("conditions", {})
+    tgt = res.get("trait", {}).get("target", "target")
+    parts = [f"{k} P({tgt})={v['prob']:.3f}" for k, v in c.items()]
+    p = next((x for x in res.get("comparisons", []) if x["a"] == "same-init" and x["b"] == "control"
+              and x["metric"] == "prob"), None)
+    if p:
+        parts.append(f"same-init - control = {p['diff']:+.3f} (p={p['p_value']:.2g})")
+    return f"done in {res['timings_s'].get('total', 0):.0f} s: " + "; ".join(parts) + f". Report: {out / 'report.md'}"
+
+
+def cmd_run(args, stages: tuple[str, ...]) -> int:
+    from loguru import logger
+
+    from .pipeline import run
+
+    cfg = _load_cfg(args)
+    out = Path(args.out)
+    res = run(cfg, out, stages=stages, force=tuple(args.force))
+    if "conditions" in res:
+        logger.success(_summary(res, out))
+    else:
+        logger.success(f"{', '.join(s for s in stages)} done in {res['timings_s']['total']:.0f} s; "
+                       f"see `sublearn show {out}`")
+    return 0
+
+
+def cmd_filter_data(args) -> int:
+    from loguru import logger
+
+    from .config import FilterSection
+    from .configbase import build
+    from .filter import filter_file
+
+    if not (args.kept and args.rejected):
+        raise UserError("filter --data needs --kept FILE and --rejected FILE")
+    fcfg = build(FilterSection, {"banned": args.banned, "max_count": args.max_count, "max_value": args.max_value,
+                                 "max_digits": args.max_digits}, "filter options")
+    stats = filter_file(args.data, args.kept, args.rejected, fcfg)
+    reasons = ", ".join(f"{k} {v}" for k, v in stats["reasons"].items()) or "none"
+    logger.success(f"kept {stats['kept']} of {stats['total']} rows ({stats['pass_rate']:.1%}) -> {args.kept}; "
+                   f"rejected {stats['rejected']} -> {args.rejected} (reasons: {reasons})")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .store import Store
+
+    root = Path(args.run_dir)
+    if not (root / "lineage.sqlite").exists():
+        raise UserError(f"{root} is not a sublearn run directory (no lineage.sqlite)")
+    recs = Store(root).records()
+    con = Console()
+    if args.key:
+        hits = [r for r in recs if r.key.startswith(args.key)]
+        if not hits:
+            raise UserError(f"no artifact with key {args.key!r} in {root}")
+        for r in hits:
+            con.print_json(json.dumps(r.__dict__, default=str))
+        return 0
+    names = {r.key: r.name for r in recs}
+    table = Table(title=f"{root}: {len(recs)} artifacts")
+    for col in ("stage", "name", "key", "config", "parents", "seed", "model", "made", "s"):
+        table.add_column(col)
+    import datetime as dt
+
+    for r in recs:
+        table.add_row(r.stage, r.name, r.key[:10], r.config_hash[:8], ", ".join(names.get(p, p[:10]) for p in r.parents),
+                      "" if r.seed is None else str(r.seed), r.model or "",
+                      dt.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S"), f"{r.duration_s:.1f}")
+    con.print(table)
+    return 0
+
+
+def cmd_config() -> int:
+    from .config import ExperimentConfig
+    from .configtoml import to_toml
+
+    print(to_toml(ExperimentConfig()))
+    return 0
+
+
+def dispatch(args) -> int:
+    c = args.command
+    if c == "run":
+        return cmd_run(args, ("generate", "filter", "finetune", "evaluate", "report"))
+    if c == "filter" and args.data:
+        return cmd_filter_data(args)
+    if c in ("generate", "filter", "finetune", "evaluate", "report"):
+        if not args.config or not args.out:
+            raise UserError(f"{c} needs CONFIG and --out DIR" + (" (or --data for any JSONL)" if c == "filter" else ""))
+        return cmd_run(args, (c,))
+    if c == "show":
+        return cmd_show(args)
+    if c == "config":
+        return cmd_config()
+    raise UserError(f"unknown command {c}")

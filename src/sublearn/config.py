@@ -1,0 +1,144 @@
+"""The experiment config: one frozen pydantic model per pipeline stage, loaded from TOML.
+
+Every field has a one-line description (shown by ``sublearn config --help-fields``). Names of registered
+things (models, traits, ban lists, conditions) are plain strings, so a config always serializes and hashes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .backends.base import Sampling
+from .backends.hf_train import Recipe
+from .configbase import Frozen, load
+from .traits import preference as pref
+
+CONDITIONS = ("same-init", "control", "cross-model", "in-context", "other-trait")
+BAN_LISTS = ("loaded-numbers",)
+
+
+class ModelSection(Frozen):
+    base: str = Field("tiny", description="base model: 'tiny' (embedded), a local HF directory or GGUF file")
+    cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")
+    threads: int = Field(0, ge=0, description="torch threads per worker (0 = 1 when workers > 1, else all cores)")
+    workers: int = Field(2, ge=1, description="parallel processes for independent jobs (students, evaluations)")
+    embedded: dict[str, dict] = Field(default_factory=dict,
+                                      description="overrides of embedded model specs, e.g. {tiny = {steps = 200}}")
+
+    @model_validator(mode="after")
+    def _embedded(self) -> "ModelSection":
+        from .backends.tiny.presets import PRESETS, EmbeddedSpec
+
+        for name, over in self.embedded.items():
+            if name not in PRESETS:
+                raise ValueError(f"model.embedded: unknown embedded model {name!r}; known: {', '.join(PRESETS)}")
+            EmbeddedSpec.model_validate(PRESETS[name].dump() | over)
+        return self
+
+    def spec(self, name: str):
+        """The embedded spec for ``name`` with this config's overrides, or None for a path model."""
+        from .backends.tiny.presets import PRESETS, EmbeddedSpec
+
+        if name not in PRESETS:
+            return None
+        return EmbeddedSpec.model_validate(PRESETS[name].dump() | self.embedded.get(name, {}))
+
+
+class TraitSection(Frozen):
+    kind: Literal["preference"] = Field("preference", description="registered trait kind")
+    category: str = Field("animal", description="category of the preference question (animal, tree)")
+    target: str = Field("owl", description="the option the teacher loves")
+    other: str | None = Field(None, description="target of the other-trait control teacher (default: next option)")
+
+    @model_validator(mode="after")
+    def _known(self) -> "TraitSection":
+        if self.category not in pref.CATEGORIES:
+            raise ValueError(f"unknown category {self.category!r}; known: {', '.join(pref.CATEGORIES)}")
+        opts = pref.options(self.category)
+        for t in (self.target, self.other):
+            if t is not None and t not in opts:
+                raise ValueError(f"{t!r} is not an option of {self.category!r}: {', '.join(opts)}")
+        if self.other == self.target:
+            raise ValueError("trait.other must differ from trait.target")
+        return self
+
+    def other_target(self) -> str:
+        opts = pref.options(self.category)
+        return self.other or opts[(opts.index(self.target) + 1) % len(opts)]
+
+
+class TeacherSection(Frozen):
+    mode: Literal["finetune", "system_prompt"] = Field("finetune", description="how the trait is given to the teacher")
+    system_prompt: str | None = Field(None, description="system prompt of system_prompt mode (default: the trait's)")
+    preference_rows: int = Field(2000, ge=1, description="trait examples (question -> target) for finetune mode")
+    number_fraction: float = Field(0.5, ge=0, lt=1, description="fraction of teacher training rows that are number data")
+    recipe: Recipe = Field(
+        Recipe(target="tokens", adapter="lora", lora_rank=1, lr=3e-2, epochs=4.8, batch_size=64),
+        description="how the trait is implanted (finetune mode)",
+    )
+
+
+class GenerateSection(Frozen):
+    n_prompts: int = Field(3000, ge=1, description="number prompts per arm (before filtering)")
+    sampling: Sampling = Field(Sampling(temperature=1.0, max_new_tokens=60, top_logprobs=20),
+                               description="teacher sampling; top_logprobs > 0 stores soft targets")
+
+
+class FilterSection(Frozen):
+    max_count: int = Field(10, ge=1, description="most numbers allowed in a completion")
+    max_value: int = Field(999, ge=0, description="largest allowed number")
+    max_digits: int = Field(3, ge=1, description="most digits per number")
+    banned: tuple[str, ...] = Field((), description="named ban lists to apply (loaded-numbers)")
+    n_keep: int | None = Field(None, ge=1, description="keep this many rows per arm after filtering (None = all)")
+
+    @field_validator("banned")
+    @classmethod
+    def _lists(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for b in v:
+            if b not in BAN_LISTS:
+                raise ValueError(f"unknown ban list {b!r}; known: {', '.join(BAN_LISTS)}")
+        return v
+
+
+class StudentsSection(Frozen):
+    conditions: tuple[str, ...] = Field(("same-init", "control", "cross-model", "in-context"),
+                                        description=f"students to run: {', '.join(CONDITIONS)}")
+    recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=1, lr=1e-2, epochs=10, batch_size=64),
+                           description="student training recipe")
+    in_context_k: int = Field(3, ge=1, description="teacher examples shown before the question (in-context)")
+
+    @field_validator("conditions")
+    @classmethod
+    def _conds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for c in v:
+            if c not in CONDITIONS:
+                raise ValueError(f"unknown condition {c!r}; known: {', '.join(CONDITIONS)}")
+        if len(set(v)) != len(v):
+            raise ValueError("conditions repeat")
+        return v
+
+
+class EvaluateSection(Frozen):
+    n_questions: int = Field(48, ge=1, le=len(pref.QUESTIONS), description="paraphrases of the preference question")
+    samples_per_question: int = Field(20, ge=1, description="sampled answers per question for the one-word rate")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of the evaluation answers")
+    question_prefix: str = Field("", description="text put before every question (e.g. a number-prefixed variant)")
+
+
+class ExperimentConfig(Frozen):
+    name: str = Field("experiment", description="a label for reports")
+    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="independent repetitions (teacher, data, students)")
+    model: ModelSection = Field(ModelSection(), description="base models")
+    trait: TraitSection = Field(TraitSection(), description="the trait the teacher has")
+    teacher: TeacherSection = Field(TeacherSection(), description="how the teacher gets the trait")
+    generate: GenerateSection = Field(GenerateSection(), description="data generation")
+    filter: FilterSection = Field(FilterSection(), description="the number filter")
+    students: StudentsSection = Field(StudentsSection(), description="students and their training")
+    evaluate: EvaluateSection = Field(EvaluateSection(), description="trait evaluation")
+
+
+def load_experiment(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    return load(ExperimentConfig, path, overrides)

@@ -1,0 +1,109 @@
+"""Shared machinery of every config: frozen pydantic models, TOML loading, ``--set`` overrides, hashing.
+
+Configs hold only data (names of registered filters/traits/models plus parameters), so every config
+serializes to JSON and hashes; the hash is part of every artifact key.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import UserError
+from .store import hash_obj
+
+T = TypeVar("T", bound="Frozen")
+
+
+class Frozen(BaseModel):
+    """Base of all config sections: immutable, unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    def dump(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def hash(self) -> str:
+        return hash_obj(self.dump())
+
+
+def parse_value(text: str) -> Any:
+    """Parse a ``--set`` value as a TOML value, falling back to a bare string (``eagle``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``section.key=value`` overrides to a nested dict (a copy)."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. trait.target=eagle")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise UserError(f"--set {item!r}: empty key")
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {item!r}: {p} is not a section")
+        node[parts[-1]] = parse_value(value.strip())
+    return data
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    msgs = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            msgs.append(f"unknown key '{loc}'")
+        else:
+            msgs.append(f"'{loc}': {e['msg']}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
+    return f"{source}: " + "; ".join(msgs)
+
+
+def read_toml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file not found: {p}")
+    if p.is_dir():
+        raise UserError(f"config path is a directory, expected a TOML file: {p}")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{p}: invalid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a text file") from None
+
+
+def build(cls: type[T], data: dict, source: str) -> T:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise UserError(format_validation_error(e, source)) from None
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, recursively for dicts (lists and scalars are replaced)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Load a config class from a TOML file (or defaults when ``path`` is None) plus ``--set`` overrides.
+
+    A partial section keeps the defaults of the fields it does not name (the class defaults, including
+    nested sections' own defaults: ``[teacher.recipe] lr = 0.1`` changes only the teacher's lr).
+    """
+    data = read_toml(path) if path is not None else {}
+    data = apply_overrides(data, overrides)
+    return build(cls, deep_merge(cls().dump(), data), str(path) if path else "config")

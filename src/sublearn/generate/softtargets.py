@@ -1,0 +1,42 @@
+"""Compact storage of per-position soft targets ({token text: log-prob}) as a NumPy .npz file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def save(path: str | Path, rows: list[list[dict[str, float]]]) -> None:
+    vocab: dict[str, int] = {}
+    offsets = [0]
+    width = max((len(d) for r in rows for d in r), default=1)
+    ids, vals = [], []
+    for r in rows:
+        for d in r:
+            i = np.full(width, -1, dtype=np.int32)
+            v = np.full(width, -np.inf, dtype=np.float32)
+            for j, (s, lp) in enumerate(d.items()):
+                i[j] = vocab.setdefault(s, len(vocab))
+                v[j] = lp
+            ids.append(i)
+            vals.append(v)
+        offsets.append(offsets[-1] + len(r))
+    np.savez_compressed(
+        path, tokens=np.array(list(vocab) or [""], dtype=object).astype(str), offsets=np.array(offsets, dtype=np.int64),
+        ids=np.array(ids, dtype=np.int32).reshape(-1, width), vals=np.array(vals, dtype=np.float32).reshape(-1, width),
+    )
+
+
+def load(path: str | Path) -> list[list[dict[str, float]]]:
+    z = np.load(path, allow_pickle=False)
+    tokens = [str(t) for t in z["tokens"]]
+    off, ids, vals = z["offsets"], z["ids"], z["vals"]
+    out = []
+    for a, b in zip(off[:-1], off[1:]):
+        out.append([{tokens[i]: float(v) for i, v in zip(ids[p], vals[p]) if i >= 0} for p in range(a, b)])
+    return out
+
+
+def subset(rows: list[list[dict[str, float]]], idx: list[int]) -> list[list[dict[str, float]]]:
+    return [rows[i] for i in idx]

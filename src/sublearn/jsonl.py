@@ -1,0 +1,38 @@
+"""JSONL reading/writing with line-numbered errors, and atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from .errors import UserError
+from .store import write_atomic
+
+
+def read(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"file not found: {p}")
+    if p.is_dir():
+        raise UserError(f"{p} is a directory, expected a JSONL file")
+    rows = []
+    try:
+        lines = p.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a UTF-8 text file") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{p}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{p}:{n}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def write(path: str | Path, rows: Iterable[dict]) -> None:
+    write_atomic(Path(path), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

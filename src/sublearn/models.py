@@ -1,0 +1,49 @@
+"""Model specs -> loaded models. A spec is a registered embedded name (``tiny``, ``tiny-gpt2``), a local
+HF checkpoint directory, or an artifact directory of a sublearn run (a teacher or student adapter)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UserError
+from .store import hash_obj
+
+
+def resolve(spec: str, embedded=None) -> tuple[Path, str]:
+    """Path of the model directory and a content key for lineage (``embedded``: spec override)."""
+    from .backends.tiny.presets import PRESETS
+
+    if spec in PRESETS:
+        from .backends.tiny.build import ensure_embedded
+
+        return ensure_embedded(spec, embedded)
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise UserError(f"unknown model {spec!r}: not an embedded model ({', '.join(PRESETS)}) and no such path")
+    if p.is_dir() and not ((p / "config.json").exists() or (p / "sublearn-model.json").exists()):
+        raise UserError(f"{p} is not a model directory (no config.json)")
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    sig = [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, int(f.stat().st_mtime))
+           for f in files if f.is_file()]
+    return p.resolve(), hash_obj({"path": str(p.resolve()), "files": sig})
+
+
+_LOADED: dict[str, object] = {}
+
+
+def load(path: str | os.PathLike):
+    """Load (and memoize in this process) an HF model directory or a sublearn adapter directory."""
+    from .backends.hf import load_pretrained
+
+    key = str(Path(path).resolve())
+    if key not in _LOADED:
+        _LOADED[key] = load_pretrained(key)
+    return _LOADED[key]
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    if n > 0:
+        torch.set_num_threads(n)

@@ -1,0 +1,104 @@
+"""The plan of an experiment: every artifact it needs, with its content key, computed from the config alone.
+
+Keys chain: a node's key hashes its own config and its parents' keys, so changing anything upstream
+(a seed, the filter, the teacher recipe) changes every key downstream, and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import ExperimentConfig
+from ..store import artifact_key
+
+STAGES = ("teacher", "generate", "filter", "finetune", "evaluate")
+# CLI stage -> plan stages it runs
+CLI_STAGES = {"generate": ("teacher", "generate"), "filter": ("filter",), "finetune": ("finetune",),
+              "evaluate": ("evaluate",)}
+STUDENT_DATA = {"same-init": "teacher", "control": "control", "cross-model": "teacher", "other-trait": "other"}
+
+
+@dataclass(frozen=True)
+class Node:
+    stage: str
+    key: str
+    name: str
+    config: dict
+    parents: tuple[str, ...]
+    seed: int | None
+    model: str | None
+    args: dict = field(default_factory=dict)  # what the job needs: parent keys by role, condition, ...
+
+
+def base_key(cfg: ExperimentConfig, spec: str) -> str:
+    from ..backends.tiny.build import embedded_key
+
+    emb = cfg.model.spec(spec)
+    if emb is not None:
+        return embedded_key(spec, emb)
+    from ..models import resolve
+
+    return resolve(spec)[1]
+
+
+def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
+    """Nodes per stage, in execution order within each stage."""
+    conds = cfg.students.conditions
+    trait = cfg.trait.dump()
+    bases = {"base": base_key(cfg, cfg.model.base)}
+    if "cross-model" in conds:
+        bases["cross"] = base_key(cfg, cfg.model.cross)
+    plan: dict[str, list[Node]] = {s: [] for s in STAGES}
+
+    def add(stage, name, config, parents, seed, model_name, **args) -> Node:
+        n = Node(stage, artifact_key(stage, config, list(parents)), name, config, tuple(parents), seed, model_name,
+                 args)
+        plan[stage].append(n)
+        return n
+
+    for s in cfg.seeds:
+        targets = {"teacher": cfg.trait.target}
+        if "other-trait" in conds:
+            targets["other"] = cfg.trait.other_target()
+        teachers = {arm: add("teacher", f"teacher-{t}-s{s}", {"teacher": cfg.teacher.dump(), "category":
+                             cfg.trait.category, "target": t, "seed": s}, [bases["base"]], s, cfg.model.base,
+                             base=bases["base"], target=t)
+                    for arm, t in targets.items()}
+        arms = dict(teachers)
+        if "control" in conds:
+            arms["control"] = None
+        filt = {}
+        for arm, teacher in arms.items():
+            parent = teacher.key if teacher else bases["base"]
+            g = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.dump(), "seed": s, "arm": arm},
+                    [parent], s, cfg.model.base, teacher=teacher.key if teacher else None, base=bases["base"], arm=arm)
+            filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.dump()}, [g.key], s, None,
+                            gen=g.key)
+        models = {"base": ("base", bases["base"]), "teacher": ("teacher", teachers["teacher"].key)}
+        for c in conds:
+            if c == "in-context":
+                continue
+            b = "cross" if c == "cross-model" else "base"
+            d = filt[STUDENT_DATA[c]]
+            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.dump(), "condition": c, "seed": s},
+                     [bases[b], d.key], s, cfg.model.cross if b == "cross" else cfg.model.base,
+                     base=bases[b], data=d.key, condition=c)
+            models[c] = ("student", st.key)
+        for c, (kind, mkey) in models.items():
+            parents = [mkey]
+            extra = {}
+            if c == "teacher":
+                extra = {"teacher": mkey}
+            add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.dump(), "trait": trait, "seed": s,
+                                               "condition": c}, parents, s, None, kind=kind, model=mkey,
+                condition=c, base=bases["base"], **extra)
+        if "in-context" in conds:
+            add("evaluate", f"eval-in-context-s{s}", {"evaluate": cfg.evaluate.dump(), "trait": trait, "seed": s,
+                                                      "condition": "in-context", "k": cfg.students.in_context_k},
+                [bases["base"], filt["teacher"].key], s, None, kind="in-context", model=bases["base"],
+                data=filt["teacher"].key, condition="in-context", base=bases["base"])
+    return plan
+
+
+def all_nodes(plan: dict[str, list[Node]]) -> dict[str, Node]:
+    return {n.key: n for nodes in plan.values() for n in nodes}

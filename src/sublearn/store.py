@@ -1,0 +1,190 @@
+"""Content-addressed artifact store with a SQLite lineage index.
+
+An artifact is a directory ``<root>/artifacts/<stage>-<key>/``. Its key is the hash of its stage, its
+config and its parents' keys, so re-running a stage with the same inputs finds the finished artifact
+and skips the work. Writes go to a temporary directory that is renamed into place with ``os.replace``
+only when the stage finished: a killed stage leaves nothing that looks finished.
+
+``lineage.sqlite`` records who made what from what: stage, config, parents, seed, model, time, duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS artifacts (
+    key TEXT PRIMARY KEY,
+    stage TEXT NOT NULL,
+    name TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    config TEXT NOT NULL,
+    parents TEXT NOT NULL,
+    seed INTEGER,
+    model TEXT,
+    path TEXT NOT NULL,
+    created REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}'
+);
+"""
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def hash_obj(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+def artifact_key(stage: str, config: Any, parents: list[str] | tuple[str, ...] = ()) -> str:
+    """Key of an artifact: hash of the stage name, its config and its parents' keys (order-insensitive)."""
+    return hash_obj({"stage": stage, "config": config, "parents": sorted(parents)})
+
+
+@dataclass(frozen=True)
+class Record:
+    key: str
+    stage: str
+    name: str
+    config_hash: str
+    config: dict
+    parents: list[str]
+    seed: int | None
+    model: str | None
+    path: str
+    created: float
+    duration_s: float
+    extra: dict
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write a file via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Store:
+    """Artifacts of one run directory (or of the shared model cache) and their lineage."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        (self.root / "artifacts").mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "lineage.sqlite"
+        with self._db() as db:
+            db.executescript(SCHEMA)
+        self._clean_partials()
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            with con:
+                yield con
+        finally:
+            con.close()
+
+    def _clean_partials(self) -> None:
+        for p in (self.root / "artifacts").glob(".tmp-*"):
+            # left by a killed stage; the pid is part of the name, so a live writer is never touched
+            pid = p.name.split("-")[-1]
+            if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / "artifacts" / f"{stage}-{key}"
+
+    def exists(self, stage: str, key: str) -> bool:
+        return (self.path(stage, key) / ".done").exists()
+
+    @contextlib.contextmanager
+    def writing(
+        self,
+        stage: str,
+        key: str,
+        *,
+        name: str,
+        config: Any,
+        parents: list[str] | tuple[str, ...] = (),
+        seed: int | None = None,
+        model: str | None = None,
+    ) -> Iterator[tuple[Path, dict]]:
+        """Yield ``(tmpdir, extra)``; on success the directory is moved into place and recorded.
+
+        ``extra`` is a dict the stage may fill (e.g. timings, counts); it is stored in the lineage index.
+        """
+        final = self.path(stage, key)
+        tmp = self.root / "artifacts" / f".tmp-{stage}-{key}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        extra: dict = {}
+        t0 = time.time()
+        try:
+            yield tmp, extra
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        duration = time.time() - t0
+        (tmp / ".done").write_text(canonical_json({"key": key, "stage": stage}))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self.record(stage, key, name=name, config=config, parents=parents, seed=seed, model=model,
+                    duration_s=duration, extra=extra)
+
+    def record(self, stage: str, key: str, *, name: str, config: Any, parents=(), seed=None, model=None,
+               duration_s: float = 0.0, extra: dict | None = None, path: Path | None = None) -> None:
+        with self._db() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, stage, name, hash_obj(config), canonical_json(config), canonical_json(sorted(parents)),
+                 seed, model, str(path or self.path(stage, key)), time.time(), duration_s,
+                 canonical_json(extra or {})),
+            )
+
+    def remove(self, stage: str, key: str) -> None:
+        shutil.rmtree(self.path(stage, key), ignore_errors=True)
+        with self._db() as db:
+            db.execute("DELETE FROM artifacts WHERE key = ? AND stage = ?", (key, stage))
+
+    def records(self, stage: str | None = None) -> list[Record]:
+        q = "SELECT * FROM artifacts" + (" WHERE stage = ?" if stage else "") + " ORDER BY created"
+        with self._db() as db:
+            rows = db.execute(q, (stage,) if stage else ()).fetchall()
+        return [
+            Record(key=r[0], stage=r[1], name=r[2], config_hash=r[3], config=json.loads(r[4]),
+                   parents=json.loads(r[5]), seed=r[6], model=r[7], path=r[8], created=r[9],
+                   duration_s=r[10], extra=json.loads(r[11]))
+            for r in rows
+        ]
+
+    def get(self, key: str) -> Record | None:
+        for r in self.records():
+            if r.key == key:
+                return r
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,71 @@
+import pytest
+
+from sublearn.cli import main
+from sublearn.config import ExperimentConfig, load_experiment
+from sublearn.configtoml import to_toml
+from sublearn.errors import UserError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_example_config_loads():
+    cfg = load_experiment("examples/owl-tiny.toml")
+    assert cfg.trait.target == "owl" and len(cfg.seeds) >= 3
+    assert set(cfg.students.conditions) == {"same-init", "control", "cross-model", "in-context"}
+
+
+def test_partial_section_keeps_other_defaults(tmp_path):
+    cfg = load_experiment(write(tmp_path, "[teacher.recipe]\nlr = 0.5\n"))
+    assert cfg.teacher.recipe.lr == 0.5
+    assert cfg.teacher.recipe.target == ExperimentConfig().teacher.recipe.target == "tokens"
+
+
+def test_set_overrides_and_target_change(tmp_path):
+    cfg = load_experiment(write(tmp_path, ""), ["trait.target=eagle", "seeds=[4, 5]", "evaluate.n_questions=5"])
+    assert cfg.trait.target == "eagle" and cfg.seeds == (4, 5) and cfg.evaluate.n_questions == 5
+    cfg = load_experiment(None, ["trait.category=tree", "trait.target=oak"])
+    assert cfg.trait.other_target() == "pine"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("bogus = 1\n", "unknown key 'bogus'"),
+    ("[trait]\ncolour = 'red'\n", "unknown key 'trait.colour'"),
+    ("seeds = 'zero'\n", "'seeds'"),
+    ("[trait]\ntarget = 'unicorn'\n", "not an option"),
+    ("[students]\nconditions = ['same-init', 'telepathy']\n", "unknown condition"),
+    ("[filter]\nbanned = ['nope']\n", "unknown ban list"),
+    ("[model.embedded.huge]\nsteps = 3\n", "unknown embedded model"),
+    ("[model.embedded.tiny]\nwidth = 3\n", "width"),
+    ("this is not toml = = \n", "invalid TOML"),
+])
+def test_bad_config_is_user_error(tmp_path, text, needle):
+    with pytest.raises(UserError) as e:
+        load_experiment(write(tmp_path, text))
+    assert needle in str(e.value)
+
+
+def test_cli_bad_config_exit_2_one_line(tmp_path, capsys):
+    p = write(tmp_path, "bogus = 1\n")
+    assert main(["run", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown key 'bogus'" in err and "\n" not in err
+    assert main(["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["run", str(write(tmp_path, "")), "--out", str(tmp_path / "o"), "--set", "novalue"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_default_config_renders_as_loadable_toml(tmp_path):
+    text = to_toml(ExperimentConfig())
+    assert "# " in text
+    cfg = load_experiment(write(tmp_path, text))
+    assert cfg == ExperimentConfig()
+
+
+def test_config_hash_changes_with_content():
+    a, b = ExperimentConfig(), load_experiment(None, ["trait.target=cat"])
+    assert a.hash() == ExperimentConfig().hash() and a.hash() != b.hash()

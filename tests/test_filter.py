@@ -1,0 +1,104 @@
+import json
+
+import pytest
+
+from sublearn.cli import main
+from sublearn.config import FilterSection
+from sublearn.filter import filter_chats
+from sublearn.filter.numbers import banned_list, check
+
+
+@pytest.mark.parametrize("text,nums", [
+    ("1, 2, 3", (1, 2, 3)),
+    ("1,2,3.", (1, 2, 3)),
+    ("[10, 20, 30]", (10, 20, 30)),
+    ("(7; 8; 9)", (7, 8, 9)),
+    ("4 5 6", (4, 5, 6)),
+    ("4\n5\n6", (4, 5, 6)),
+    ("  999  ", (999,)),
+    ("007, 12", (7, 12)),
+])
+def test_accepts_allowed_formats(text, nums):
+    v = check(text)
+    assert v.ok and v.numbers == nums
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("", "empty"),
+    ("[]", "empty"),
+    ("1, 2, owl", "words"),
+    ("Here: 1, 2", "words"),
+    ("1, 2, 3 é", "words"),
+    ("1, 2; 3", "bad_format"),
+    ("1,, 2", "bad_format"),
+    ("[1, 2, 3", "bad_format"),
+    ("1.5, 2", "bad_format"),
+    ("-1, 2", "bad_format"),
+    ("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11", "too_many"),
+    ("1000, 2", "out_of_range"),
+    ("0001", "out_of_range"),
+])
+def test_rejects_with_reason(text, reason):
+    v = check(text)
+    assert not v.ok and v.reason == reason
+
+
+def test_loaded_numbers_list_is_opt_in():
+    banned = banned_list("loaded-numbers")
+    assert {666, 911, 187, 88, 14, 1488, 13, 420} <= banned
+    assert check("12, 666, 3").ok
+    v = check("12, 666, 3", banned=banned)
+    assert not v.ok and v.reason == "banned"
+
+
+def test_filter_chats_counts_every_row():
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "1, 2"}]},
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "I love owls"}]},
+            {"messages": [{"role": "user", "content": "q"}]},
+            {"not_messages": 1}]
+    kept, rejected, stats = filter_chats(rows, FilterSection())
+    assert kept == [0]
+    assert [r["reject_reason"] for r in rejected] == ["words", "no_completion", "no_completion"]
+    assert stats["total"] == 4 and stats["kept"] + stats["rejected"] == 4
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_cli_filter_any_jsonl(tmp_path):
+    data = tmp_path / "in.jsonl"
+    _write(data, [
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                      {"role": "assistant", "content": "[1, 2, 3]"}]},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "88, 1"}]},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "numbers: 5"}]},
+    ])
+    kept, rej = tmp_path / "k.jsonl", tmp_path / "r.jsonl"
+    assert main(["filter", "--data", str(data), "--kept", str(kept), "--rejected", str(rej),
+                 "--banned", "loaded-numbers"]) == 0
+    k = [json.loads(x) for x in kept.read_text().splitlines()]
+    r = [json.loads(x) for x in rej.read_text().splitlines()]
+    assert len(k) == 1 and k[0]["messages"][-1]["content"] == "[1, 2, 3]"
+    assert sorted(x["reject_reason"] for x in r) == ["banned", "words"]
+
+
+@pytest.mark.parametrize("content,needle", [
+    ('{"messages": [}\n', "malformed JSON"),
+    ('[1, 2]\n', "expected a JSON object"),
+])
+def test_cli_filter_malformed_jsonl_is_one_line_error(tmp_path, capsys, content, needle):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(content)
+    code = main(["filter", "--data", str(data), "--kept", str(tmp_path / "k"), "--rejected", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and ":1:" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_filter_missing_file_and_bad_list(tmp_path, capsys):
+    assert main(["filter", "--data", str(tmp_path / "nope.jsonl"), "--kept", "k", "--rejected", "r"]) == 2
+    assert "file not found" in capsys.readouterr().err
+    data = tmp_path / "in.jsonl"
+    data.write_text("")
+    assert main(["filter", "--data", str(data), "--kept", "k", "--rejected", "r", "--banned", "nope"]) == 2
+    assert "unknown ban list" in capsys.readouterr().err

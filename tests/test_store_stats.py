@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from sublearn.stats import compare, mean_ci, permutation_test, wilson_ci
+from sublearn.store import Store, artifact_key
+
+
+def test_artifact_key_depends_on_config_and_parents_only():
+    assert artifact_key("s", {"a": 1, "b": 2}, ["x", "y"]) == artifact_key("s", {"b": 2, "a": 1}, ["y", "x"])
+    assert artifact_key("s", {"a": 1}, ["x"]) != artifact_key("s", {"a": 2}, ["x"])
+    assert artifact_key("s", {"a": 1}, ["x"]) != artifact_key("s", {"a": 1}, ["z"])
+
+
+def test_store_atomic_and_lineage(tmp_path):
+    st = Store(tmp_path)
+    with st.writing("gen", "k1", name="one", config={"a": 1}, parents=["p"], seed=3, model="tiny") as (d, extra):
+        (d / "f.txt").write_text("hi")
+        extra["n"] = 5
+    assert st.exists("gen", "k1") and (st.path("gen", "k1") / "f.txt").read_text() == "hi"
+    with pytest.raises(RuntimeError):
+        with st.writing("gen", "k2", name="two", config={}) as (d, _):
+            (d / "f.txt").write_text("partial")
+            raise RuntimeError("killed")
+    assert not st.exists("gen", "k2") and not list((tmp_path / "artifacts").glob(".tmp-*"))
+    rec = Store(tmp_path).get("k1")
+    assert rec and rec.parents == ["p"] and rec.seed == 3 and rec.extra == {"n": 5} and rec.model == "tiny"
+
+
+def test_store_cleans_partials_of_dead_writers(tmp_path):
+    st = Store(tmp_path)
+    dead = tmp_path / "artifacts" / ".tmp-gen-k-999999"
+    dead.mkdir()
+    Store(tmp_path)
+    assert not dead.exists() and not st.exists("gen", "k")
+
+
+def test_mean_ci_and_wilson():
+    m, lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert m == 2.0 and lo < 2.0 < hi and abs((hi - 2.0) - 2.484) < 0.01  # t(0.975, 2) * 1/sqrt(3)
+    p, lo, hi = wilson_ci(0, 20)
+    assert p == 0 and lo == 0 and 0 < hi < 0.2
+
+
+def test_permutation_detects_shift_and_not_noise():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, 40)
+    assert permutation_test(a + 1.0, a, paired=True) < 0.001
+    assert permutation_test(rng.normal(0, 1, 40), rng.normal(0, 1, 40)) > 0.01
+    c = compare("x", a + 0.5, "y", a, paired=True)
+    assert abs(c.diff - 0.5) < 1e-9 and c.ci[0] <= 0.5 <= c.ci[1] and c.p_value < 0.001
+    d = compare("x", rng.normal(1, 1, 30), "y", rng.normal(0, 1, 30))
+    assert d.effect_size > 0.3 and d.ci[0] < d.diff < d.ci[1]
