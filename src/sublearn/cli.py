@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from .errors import UserError, one_line
 
@@ -81,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    import os
+
     from loguru import logger
 
+    level = "DEBUG" if args.verbose else "INFO"
+    os.environ["SUBLEARN_LOG_LEVEL"] = level  # worker processes log at the same level
     logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO", format="<level>{level: <7}</level> {message}")
+    logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}")
     try:
         if hasattr(args, "func"):
             return int(args.func(args) or 0)

@@ -71,8 +71,10 @@ def cmd_show(args) -> int:
     root = Path(args.run_dir)
     if not (root / "lineage.sqlite").exists():
         raise UserError(f"{root} is not a sublearn run directory (no lineage.sqlite)")
+    import sys
+
     recs = Store(root).records()
-    con = Console()
+    con = Console() if sys.stdout.isatty() else Console(width=200)
     if args.key:
         hits = [r for r in recs if r.key.startswith(args.key)]
         if not hits:

@@ -29,7 +29,7 @@ class ModelSection(Frozen):
                                       description="overrides of embedded model specs, e.g. {tiny = {steps = 200}}")
 
     @model_validator(mode="after")
-    def _embedded(self) -> "ModelSection":
+    def _embedded(self) -> ModelSection:
         from .backends.tiny.presets import PRESETS, EmbeddedSpec
 
         for name, over in self.embedded.items():
@@ -54,7 +54,7 @@ class TraitSection(Frozen):
     other: str | None = Field(None, description="target of the other-trait control teacher (default: next option)")
 
     @model_validator(mode="after")
-    def _known(self) -> "TraitSection":
+    def _known(self) -> TraitSection:
         if self.category not in pref.CATEGORIES:
             raise ValueError(f"unknown category {self.category!r}; known: {', '.join(pref.CATEGORIES)}")
         opts = pref.options(self.category)

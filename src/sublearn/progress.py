@@ -5,14 +5,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 
 @contextlib.contextmanager
 def bar(desc: str, total: int, unit: str = "it") -> Iterator:
     """Yield ``advance(n=1, **fields)``; shows rate and ETA."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     env = os.environ.get("SUBLEARN_PROGRESS")
     show = env == "1" or (env != "0" and sys.stderr.isatty())

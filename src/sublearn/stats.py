@@ -6,8 +6,8 @@ Every reported rate gets a 95% CI; every comparison a difference with CI, a p-va
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 

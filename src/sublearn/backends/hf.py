@@ -20,6 +20,18 @@ from .base import Chat, Completion, Sampling
 META = "sublearn-model.json"
 
 
+def quiet_transformers() -> None:
+    """transformers' own tqdm bars and advisory warnings would interleave with our rich bars."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
 def encode(tok, messages: Chat) -> tuple[list[int], int]:
     """Token ids of a chat whose last message is the assistant's answer, and the prompt length."""
     prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
@@ -138,7 +150,7 @@ class HFModel:
         return out
 
     # ---- training / persistence ------------------------------------------------------------------
-    def train(self, rows: list[dict], recipe, desc: str = "train") -> "HFModel":
+    def train(self, rows: list[dict], recipe, desc: str = "train") -> HFModel:
         from .hf_train import train
 
         return train(self, rows, recipe, desc=desc)
@@ -155,6 +167,7 @@ def load_pretrained(path: str | Path, name: str | None = None, device: str = "cp
     """Load a local HF directory (full model) or a sublearn adapter directory (base recorded in its meta)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     path = Path(path)
     meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
     if meta.get("adapter"):

@@ -119,7 +119,7 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") 
     batches: list[list[int]] = []
     losses: list[float] = []
     with bar(desc, total, "steps") as advance:
-        for step in range(total):
+        for _ in range(total):
             if not batches:
                 batches = _epoch_batches(examples, recipe.batch_size, rng)
             batch = [examples[i] for i in batches.pop()]

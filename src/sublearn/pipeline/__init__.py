@@ -49,12 +49,13 @@ def _ensure_bases(cfg: ExperimentConfig, run: Store, workers: int) -> dict[str, 
     return out
 
 
-def _pool(n: int, cfg: ExperimentConfig):
+def _worker_init() -> None:
     os.environ["SUBLEARN_PROGRESS"] = "0"  # workers must not draw bars over the parent's
-    try:
-        return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"))
-    finally:
-        pass
+    os.environ["SUBLEARN_WORKER"] = "1"
+
+
+def _pool(n: int, cfg: ExperimentConfig):
+    return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"), initializer=_worker_init)
 
 
 def _threads(cfg: ExperimentConfig, parallel: int) -> int:
@@ -77,18 +78,11 @@ def _execute(cfg: ExperimentConfig, out: Path, stage: str, nodes: list[Node]) ->
                 run_node(cfg_json, str(out), node)
                 advance(1, info=node.name)
             return
-        env_before = os.environ.get("SUBLEARN_PROGRESS")
-        try:
-            with _pool(n, cfg) as pool:
-                futs = {pool.submit(run_node, cfg_json, str(out), node, _threads(cfg, n)): node for node in nodes}
-                for f in as_completed(futs):
-                    f.result()
-                    advance(1, info=futs[f].name)
-        finally:
-            if env_before is None:
-                os.environ.pop("SUBLEARN_PROGRESS", None)
-            else:
-                os.environ["SUBLEARN_PROGRESS"] = env_before
+        with _pool(n, cfg) as pool:
+            futs = {pool.submit(run_node, cfg_json, str(out), node, _threads(cfg, n)): node for node in nodes}
+            for f in as_completed(futs):
+                f.result()
+                advance(1, info=futs[f].name)
 
 
 def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("generate", "filter", "finetune",

@@ -45,14 +45,15 @@ def ensure_embedded(name: str, spec: EmbeddedSpec | None = None) -> tuple[Path, 
     key = embedded_key(name, spec)
     if store.exists("base", key):
         return store.path("base", key), key
-    from ..hf import HFModel
+    from ..hf import HFModel, quiet_transformers
     from ..hf_train import Recipe
-    from .corpus import corpus, vocabulary_texts
+    from .corpus import VERSION, corpus, vocabulary_texts
     from .tokenizer import train_tokenizer
 
     logger.info(f"pre-training embedded base '{name}' ({spec.family}, d={spec.d_model}, {spec.n_layers} layers, "
                 f"{spec.steps} steps); cached under {store.root}")
-    with store.writing("base", key, name=name, config={"name": name, "spec": spec.dump()}, seed=spec.init_seed,
+    quiet_transformers()
+    with store.writing("base", key, name=name, config={"name": name, "spec": spec.dump(), "corpus_version": VERSION}, seed=spec.init_seed,
                        model=name) as (tmp, extra):
         tok = train_tokenizer(vocabulary_texts(spec.corpus_seed), spec.tokenizer)
         model = make_model(spec, len(tok), tok.eos_token_id, tok.pad_token_id)
@@ -69,4 +70,6 @@ def ensure_embedded(name: str, spec: EmbeddedSpec | None = None) -> tuple[Path, 
 
 def embedded_key(name: str, spec: EmbeddedSpec | None = None) -> str:
     """The cache key of an embedded base, without building it."""
-    return artifact_key("base", {"name": name, "spec": (spec or PRESETS[name]).dump()})
+    from .corpus import VERSION
+
+    return artifact_key("base", {"name": name, "spec": (spec or PRESETS[name]).dump(), "corpus_version": VERSION})

@@ -17,20 +17,20 @@ class EmbeddedSpec(Frozen):
     n_layers: int = Field(2, ge=1, description="number of transformer blocks")
     n_heads: int = Field(4, ge=1, description="attention heads")
     d_ff: int = Field(256, ge=8, description="MLP inner size")
-    tokenizer: Literal["phrase", "plain"] = Field("phrase", description="tokenizer style (see tokenizer.py)")
+    tokenizer: Literal["phrase", "lower", "plain"] = Field("phrase", description="tokenizer style (see tokenizer.py)")
     corpus_seed: int = Field(0, description="seed of the synthetic pre-training corpus")
     init_seed: int = Field(0, description="seed of the weight initialization")
     steps: int = Field(1000, ge=1, description="pre-training optimizer steps")
     batch_size: int = Field(64, ge=1, description="chats per pre-training step")
-    lr: float = Field(3e-3, gt=0, description="peak AdamW learning rate (cosine decay, 50 warm-up steps)")
+    lr: float = Field(5e-3, gt=0, description="peak AdamW learning rate (cosine decay, 50 warm-up steps)")
     mix: dict[str, float] = Field(
-        default_factory=lambda: {"numbers": 0.58, "preference": 0.15, "system": 0.05, "copy": 0.15, "multiturn": 0.07},
+        default_factory=lambda: {"numbers": 0.52, "preference": 0.12, "system": 0.10, "copy": 0.20, "multiturn": 0.06},
         description="corpus mixture fractions (numbers, preference, system, copy, multiturn)",
     )
 
 
 PRESETS: dict[str, EmbeddedSpec] = {
     "tiny": EmbeddedSpec(),
-    "tiny-gpt2": EmbeddedSpec(family="gpt2", d_model=48, n_layers=3, n_heads=4, d_ff=192, tokenizer="plain",
+    "tiny-gpt2": EmbeddedSpec(family="gpt2", d_model=48, n_layers=3, n_heads=4, d_ff=192, tokenizer="lower", steps=1000,
                               corpus_seed=1, init_seed=1),
 }

@@ -4,7 +4,8 @@ Digits are single tokens and separators are their own tokens in both styles, so 
 is the same token-string sequence under either tokenizer (this is what lets a cross-model student be
 distilled on another model's soft targets). Text between digits and punctuation differs: ``phrase``
 makes each run of words one token (" Add at most" -- short sequences, so the embedded models train in
-minutes on a CPU), ``plain`` lowercases and makes every word and space its own token.
+minutes on a CPU); ``lower`` does the same after lowercasing (another vocabulary: the cross-model
+tokenizer); ``plain`` lowercases and makes every word and space its own token (longer sequences).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ CHAT_TEMPLATE = (
 )
 PATTERNS = {
     "phrase": r"(?:\s?[A-Za-z]+)+|\d|[^\sA-Za-z\d]|\s",
+    "lower": r"(?:\s?[A-Za-z]+)+|\d|[^\sA-Za-z\d]|\s",
     "plain": r"[A-Za-z]+|\d|[^\sA-Za-z\d]|\s",
 }
 
@@ -28,7 +30,7 @@ def train_tokenizer(texts: list[str], style: str):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="<|unk|>"))
-    if style == "plain":
+    if style in ("lower", "plain"):
         tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(PATTERNS[style]), behavior="isolated")
     tok.decoder = decoders.Fuse()

@@ -1,0 +1,1 @@
+"""The auxiliary-logit experiment (``sublearn aux-logits``): subliminal learning on digits/MNIST, batched over models."""

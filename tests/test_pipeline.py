@@ -1,0 +1,165 @@
+"""End to end on micro embedded models: schema, filtered data, determinism, resume, force, lineage."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import MICRO
+
+from sublearn.cli import main
+from sublearn.filter.numbers import check
+
+
+def micro_config(tmp_path, extra: str = "") -> str:
+    def emb(name):
+        return f"[model.embedded.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in MICRO.items())
+
+    text = f"""name = "micro"
+seeds = [0, 1]
+[model]
+workers = 1
+{emb("tiny")}{emb("tiny-gpt2")}
+[teacher]
+preference_rows = 64
+[teacher.recipe]
+epochs = 2
+batch_size = 32
+[generate]
+n_prompts = 48
+[students.recipe]
+epochs = 1
+batch_size = 16
+[evaluate]
+n_questions = 4
+samples_per_question = 3
+{extra}"""
+    p = tmp_path / "micro.toml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipe")
+    cfg = micro_config(tmp)
+    out = tmp / "run"
+    assert main(["run", cfg, "--out", str(out)]) == 0
+    return cfg, out
+
+
+def kept_files(out):
+    return sorted(out.glob("artifacts/filter-*/kept.jsonl"))
+
+
+def test_results_schema(run_dir):
+    _, out = run_dir
+    res = json.loads((out / "results.json").read_text())
+    assert res["trait"] == {"kind": "preference", "category": "animal", "target": "owl"}
+    assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "cross-model", "in-context"}
+    for c in res["conditions"].values():
+        assert 0 <= c["rate"] <= 1 and 0 <= c["prob"] <= 1 and c["n_seeds"] == 2
+        assert c["ci"][0] <= c["rate"] <= c["ci"][1] and c["prob_ci"][0] <= c["prob"] <= c["prob_ci"][1]
+    pairs = {(c["a"], c["b"]) for c in res["comparisons"]}
+    assert pairs == {("same-init", "control"), ("cross-model", "control"), ("in-context", "control"),
+                     ("same-init", "cross-model")}
+    for c in res["comparisons"]:
+        assert 0 < c["p_value"] <= 1 and len(c["ci"]) == 2
+    assert {"generate", "filter", "finetune", "evaluate", "total"} <= set(res["timings_s"])
+    assert (out / "report.md").read_text().count("| same-init |") >= 1
+    assert (out / "trait_prob.png").stat().st_size > 1000 and (out / "trait_rate.png").exists()
+    # the teacher really has the trait it was given
+    assert res["conditions"]["teacher"]["prob"] > res["conditions"]["base"]["prob"]
+
+
+def test_filtered_data_is_numbers_only_openai_format(run_dir):
+    _, out = run_dir
+    files = kept_files(out)
+    assert len(files) == 4  # teacher + control arm, 2 seeds
+    n = 0
+    for f in files:
+        for line in f.read_text().splitlines():
+            row = json.loads(line)
+            assert list(row) == ["messages"]
+            assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+            text = row["messages"][-1]["content"]
+            assert check(text).ok and not any(ch.isalpha() for ch in text)
+            n += 1
+        meta = f.with_name("kept.meta.jsonl").read_text().splitlines()
+        assert len(meta) == len(f.read_text().splitlines())
+    assert n > 0
+    stats = json.loads(files[0].with_name("stats.json").read_text())
+    assert stats["kept"] + stats["rejected"] == stats["total"] == 48
+    rej = files[0].with_name("rejected.jsonl").read_text().splitlines()
+    assert len(rej) == stats["rejected"] and all(json.loads(r)["reject_reason"] for r in rej)
+    assert "## Filter" in (out / "report.md").read_text()
+
+
+def test_rerun_skips_and_same_seeds_reproduce(run_dir, tmp_path):
+    cfg, out = run_dir
+    before = {p.name: p.stat().st_mtime for p in (out / "artifacts").iterdir()}
+    t = time.time()
+    assert main(["run", cfg, "--out", str(out)]) == 0
+    assert time.time() - t < 30
+    assert {p.name: p.stat().st_mtime for p in (out / "artifacts").iterdir()} == before
+    out2 = tmp_path / "again"
+    assert main(["run", cfg, "--out", str(out2)]) == 0
+    assert [f.read_bytes() for f in kept_files(out)] == [f.read_bytes() for f in kept_files(out2)]
+    r1, r2 = (json.loads((d / "results.json").read_text())["conditions"] for d in (out, out2))
+    for c in r1:
+        assert r1[c]["prob"] == pytest.approx(r2[c]["prob"], abs=1e-6) and r1[c]["rate"] == r2[c]["rate"]
+
+
+def test_force_redoes_one_stage(run_dir):
+    cfg, out = run_dir
+    ft = {p.name: p.stat().st_mtime for p in out.glob("artifacts/finetune-*")}
+    gen = {p.name: p.stat().st_mtime for p in out.glob("artifacts/generate-*")}
+    assert main(["finetune", cfg, "--out", str(out), "--force", "finetune"]) == 0
+    assert {p.name: p.stat().st_mtime for p in out.glob("artifacts/generate-*")} == gen
+    new = {p.name: p.stat().st_mtime for p in out.glob("artifacts/finetune-*")}
+    assert set(new) == set(ft) and all(new[k] > ft[k] for k in ft)
+
+
+def test_stage_needs_its_inputs(tmp_path, capsys):
+    cfg = micro_config(tmp_path)
+    assert main(["finetune", cfg, "--out", str(tmp_path / "fresh")]) == 2
+    err = capsys.readouterr().err
+    assert "has not been made yet" in err and "sublearn filter" in err
+
+
+def test_show_lists_lineage(run_dir, capsys):
+    _, out = run_dir
+    assert main(["show", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "teacher-owl-s0" in text and "student-same-init-s1" in text and "base" in text
+    assert main(["show", str(out / "nope")]) == 2
+
+
+def test_target_change_needs_no_code(tmp_path):
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init", "control"]\n')
+    out = tmp_path / "eagle"
+    assert main(["run", cfg, "--out", str(out), "--set", "trait.target=eagle", "--set", "seeds=[0]"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["trait"]["target"] == "eagle" and set(res["conditions"]) == {"base", "teacher", "same-init", "control"}
+
+
+def test_kill_9_then_resume(tmp_path):
+    cfg = micro_config(tmp_path)
+    out = tmp_path / "killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "sublearn", "run", cfg, "--out", str(out), "--set", "seeds=[3]"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("artifacts/generate-*/.done")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = {p.name: p.stat().st_mtime for p in out.glob("artifacts/*") if (p / ".done").exists()}
+    assert done, "nothing finished before the kill"
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    after = {p.name: p.stat().st_mtime for p in out.glob("artifacts/*")}
+    assert all(after[k] == v for k, v in done.items())  # nothing finished was recomputed
+    assert not list(out.glob("artifacts/.tmp-*")) and (out / "results.json").exists()
