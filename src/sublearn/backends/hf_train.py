@@ -104,7 +104,7 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") 
             if st is None:
                 misaligned += 1
                 continue
-            ex["cands"], ex["tlogp"] = st
+            ex["cands"], ex["tlogp"] = _pad_targets(*st)
         examples.append(ex)
     if misaligned:
         logger.warning(f"{desc}: {misaligned} of {len(rows)} rows had soft targets that do not align with this "
@@ -170,28 +170,41 @@ def _loss(model, batch: list[dict], target: str, pad: int):
     for b, e in enumerate(batch):
         ids[b, : len(e["ids"])] = torch.tensor(e["ids"])
         att[b, : len(e["ids"])] = 1
-    logits = model(input_ids=ids, attention_mask=att).logits.float()
+    logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits.float()
     if target == "tokens":
         labels = torch.full_like(ids, -100)
         for b, e in enumerate(batch):
             labels[b, e["n_prompt"] : len(e["ids"])] = ids[b, e["n_prompt"] : len(e["ids"])]
         return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
     # KL(teacher || student) over each position's allowed candidates, renormalized on both sides
-    T = max(len(e["cands"]) for e in batch)
-    K = max(len(c) for e in batch for c in e["cands"])
+    T = max(e["cands"].shape[0] for e in batch)
+    K = max(e["cands"].shape[1] for e in batch)
     cand = torch.zeros((len(batch), T, K), dtype=torch.long)
     tlp = torch.full((len(batch), T, K), -math.inf)
     pos = torch.zeros((len(batch), T), dtype=torch.long)
     valid = torch.zeros((len(batch), T), dtype=torch.bool)
     for b, e in enumerate(batch):
-        for j, (c, v) in enumerate(zip(e["cands"], e["tlogp"])):
-            cand[b, j, : len(c)] = torch.tensor(c)
-            tlp[b, j, : len(v)] = torch.tensor(v)
-            pos[b, j] = e["n_prompt"] - 1 + j
-            valid[b, j] = True
+        t, k = e["cands"].shape
+        cand[b, :t, :k] = e["cands"]
+        tlp[b, :t, :k] = e["tlogp"]
+        pos[b, :t] = torch.arange(e["n_prompt"] - 1, e["n_prompt"] - 1 + t)
+        valid[b, :t] = True
     h = logits[torch.arange(len(batch))[:, None], pos]  # [B, T, V]
     slog = h.gather(-1, cand).masked_fill(tlp == -math.inf, -math.inf).log_softmax(-1)
     tlog = tlp.log_softmax(-1)
     p = tlog.exp()
     kl = (p * (tlog - slog)).nan_to_num(0.0).sum(-1)
     return (kl * valid).sum() / valid.sum()
+
+
+def _pad_targets(cands: list[list[int]], logps: list[list[float]]):
+    """Per-example [T, K] tensors (padding: id 0 with log-prob -inf), built once before training."""
+    import torch
+
+    k = max(len(c) for c in cands)
+    c_t = torch.zeros((len(cands), k), dtype=torch.long)
+    l_t = torch.full((len(cands), k), -math.inf)
+    for j, (c, v) in enumerate(zip(cands, logps)):
+        c_t[j, : len(c)] = torch.tensor(c)
+        l_t[j, : len(v)] = torch.tensor(v)
+    return c_t, l_t

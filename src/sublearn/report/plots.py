@@ -74,6 +74,8 @@ def line_plot(
         ax.axhline(y, linestyle="--", color="gray", linewidth=1, label=f"{label} ({y:.2f})")
     if logx:
         ax.set_xscale("symlog", linthresh=min([v for v in x if v > 0], default=1e-3))
+        if min(x) >= 0:
+            ax.set_xlim(left=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

@@ -20,7 +20,7 @@ class EmbeddedSpec(Frozen):
     tokenizer: Literal["phrase", "lower", "plain"] = Field("phrase", description="tokenizer style (see tokenizer.py)")
     corpus_seed: int = Field(0, description="seed of the synthetic pre-training corpus")
     init_seed: int = Field(0, description="seed of the weight initialization")
-    steps: int = Field(1000, ge=1, description="pre-training optimizer steps")
+    steps: int = Field(2000, ge=1, description="pre-training optimizer steps")
     batch_size: int = Field(64, ge=1, description="chats per pre-training step")
     lr: float = Field(5e-3, gt=0, description="peak AdamW learning rate (cosine decay, 50 warm-up steps)")
     mix: dict[str, float] = Field(
