@@ -6,7 +6,7 @@ import pytest
 os.environ.setdefault("SUBLEARN_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"sublearn-test-cache-{os.getuid()}"))
 os.environ["SUBLEARN_PROGRESS"] = "0"
 
-MICRO = {"d_model": 32, "d_ff": 64, "steps": 120, "batch_size": 32, "lr": 1e-2}
+MICRO = {"d_model": 64, "d_ff": 128, "steps": 600, "batch_size": 32, "lr": 1e-2}
 
 
 @pytest.fixture(scope="session")

@@ -26,12 +26,12 @@ workers = 1
 [teacher]
 preference_rows = 64
 [teacher.recipe]
-epochs = 2
+steps = 30
 batch_size = 32
 [generate]
-n_prompts = 48
+n_prompts = 64
 [students.recipe]
-epochs = 1
+steps = 4
 batch_size = 16
 [evaluate]
 n_questions = 4
@@ -92,7 +92,7 @@ def test_filtered_data_is_numbers_only_openai_format(run_dir):
         assert len(meta) == len(f.read_text().splitlines())
     assert n > 0
     stats = json.loads(files[0].with_name("stats.json").read_text())
-    assert stats["kept"] + stats["rejected"] == stats["total"] == 48
+    assert stats["kept"] + stats["rejected"] == stats["total"] == 64
     rej = files[0].with_name("rejected.jsonl").read_text().splitlines()
     assert len(rej) == stats["rejected"] and all(json.loads(r)["reject_reason"] for r in rej)
     assert "## Filter" in (out / "report.md").read_text()

@@ -76,13 +76,13 @@ class TeacherSection(Frozen):
     preference_rows: int = Field(2000, ge=1, description="trait examples (question -> target) for finetune mode")
     number_fraction: float = Field(0.5, ge=0, lt=1, description="fraction of teacher training rows that are number data")
     recipe: Recipe = Field(
-        Recipe(target="tokens", adapter="lora", lora_rank=1, lr=3e-2, epochs=4.8, batch_size=64),
+        Recipe(target="tokens", adapter="lora", lora_rank=1, lr=3e-2, steps=300, batch_size=64),
         description="how the trait is implanted (finetune mode)",
     )
 
 
 class GenerateSection(Frozen):
-    n_prompts: int = Field(3000, ge=1, description="number prompts per arm (before filtering)")
+    n_prompts: int = Field(2000, ge=1, description="number prompts per arm (before filtering)")
     sampling: Sampling = Field(Sampling(temperature=1.0, max_new_tokens=60, top_logprobs=20),
                                description="teacher sampling; top_logprobs > 0 stores soft targets")
 
@@ -106,7 +106,7 @@ class FilterSection(Frozen):
 class StudentsSection(Frozen):
     conditions: tuple[str, ...] = Field(("same-init", "control", "cross-model", "in-context"),
                                         description=f"students to run: {', '.join(CONDITIONS)}")
-    recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=1, lr=1e-2, epochs=10, batch_size=64),
+    recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=1, lr=3e-2, steps=300, batch_size=32),
                            description="student training recipe")
     in_context_k: int = Field(3, ge=1, description="teacher examples shown before the question (in-context)")
 
