@@ -163,3 +163,15 @@ def test_kill_9_then_resume(tmp_path):
     after = {p.name: p.stat().st_mtime for p in out.glob("artifacts/*")}
     assert all(after[k] == v for k, v in done.items())  # nothing finished was recomputed
     assert not list(out.glob("artifacts/.tmp-*")) and (out / "results.json").exists()
+
+
+def test_system_prompt_teacher_never_leaks_prompt_into_data(tmp_path):
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init"]\n')
+    out = tmp_path / "sys"
+    assert main(["run", cfg, "--out", str(out), "--set", "teacher.mode=system_prompt", "--set", "seeds=[0]"]) == 0
+    info = json.loads(next(out.glob("artifacts/teacher-*/teacher.json")).read_text())
+    assert info["mode"] == "system_prompt" and "owls" in info["system_prompt"]
+    assert not list(out.glob("artifacts/teacher-*/model"))
+    for f in out.glob("artifacts/generate-*/raw.jsonl"):
+        for line in f.read_text().splitlines():
+            assert [m["role"] for m in json.loads(line)["messages"]] == ["user", "assistant"]

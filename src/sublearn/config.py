@@ -21,7 +21,7 @@ BAN_LISTS = ("loaded-numbers",)
 
 
 class ModelSection(Frozen):
-    base: str = Field("tiny", description="base model: 'tiny' (embedded), a local HF directory or GGUF file")
+    base: str = Field("tiny", description="base model: 'tiny' (embedded) or a local HF checkpoint directory")
     cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")
     threads: int = Field(0, ge=0, description="torch threads per worker (0 = 1 when workers > 1, else all cores)")
     workers: int = Field(2, ge=1, description="parallel processes for independent jobs (students, evaluations)")
