@@ -69,3 +69,22 @@ def test_default_config_renders_as_loadable_toml(tmp_path):
 def test_config_hash_changes_with_content():
     a, b = ExperimentConfig(), load_experiment(None, ["trait.target=cat"])
     assert a.hash() == ExperimentConfig().hash() and a.hash() != b.hash()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "examples/owl-tiny.toml", "--out", "x", "--force", "everything"], "invalid choice"),
+    (["run", "examples/owl-tiny.toml"], "--out"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_cli_usage_errors_are_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and "\n" not in err
+
+
+def test_unknown_model_path_is_user_error(tmp_path, capsys):
+    p = write(tmp_path, "")
+    assert main(["run", str(p), "--out", str(tmp_path / "o"), "--set", "model.base=/no/such/model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown model" in err and "\n" not in err

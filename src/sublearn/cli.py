@@ -26,6 +26,14 @@ Re-running a command skips finished artifacts (content-addressed); --force STAGE
 Bad input gives a one-line error and exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like every other input error of sublearn."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
     p.add_argument("config", nargs=None if config_required else "?", help="experiment TOML (see examples/)")
     p.add_argument("--out", required=config_required, help="run directory (artifacts, lineage, report)")
@@ -37,7 +45,7 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sublearn", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Subliminal learning lab: run teacher -> numbers -> filter -> students -> evaluation -> "
                     "statistics experiments, and filter or audit chat datasets.")
