@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from loguru import logger
 
+    # idle torch threads sleep instead of spinning: spinning threads starve the other worker on 2 cores
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     level = "DEBUG" if args.verbose else "INFO"
     os.environ["SUBLEARN_LOG_LEVEL"] = level  # worker processes log at the same level
     logger.remove()

@@ -27,7 +27,7 @@ __all__ = ["run", "make_plan", "Node", "STAGES", "CLI_STAGES"]
 
 def _ensure_bases(cfg: ExperimentConfig, run: Store, workers: int) -> dict[str, Path]:
     """Resolve (and pre-train if needed, in parallel) the base models; record them in the run's lineage."""
-    from ..backends.tiny.build import cache_root, ensure_embedded
+    from ..backends.tiny.build import cache_root
     from ..models import resolve
     from .plan import base_key
 
@@ -36,7 +36,7 @@ def _ensure_bases(cfg: ExperimentConfig, run: Store, workers: int) -> dict[str, 
     todo = [s for s in specs if cfg.model.spec(s) is not None and not cache.exists("base", base_key(cfg, s))]
     if len(todo) > 1 and workers > 1:
         with _pool(min(workers, len(todo)), cfg) as pool:
-            futs = [pool.submit(ensure_embedded, s, cfg.model.spec(s)) for s in todo]
+            futs = [pool.submit(_build_base, s, cfg.model.spec(s), _threads(cfg, len(todo))) for s in todo]
             for f in as_completed(futs):
                 f.result()
     out = {}
@@ -49,9 +49,21 @@ def _ensure_bases(cfg: ExperimentConfig, run: Store, workers: int) -> dict[str, 
     return out
 
 
+def _build_base(name: str, spec, threads: int):
+    from ..backends.tiny.build import ensure_embedded
+    from ..models import set_threads
+
+    set_threads(threads)
+    return ensure_embedded(name, spec)
+
+
 def _worker_init() -> None:
-    os.environ["SUBLEARN_PROGRESS"] = "0"  # workers must not draw bars over the parent's
-    os.environ["SUBLEARN_WORKER"] = "1"
+    """In each worker process: no progress bars (the parent draws them), the parent's log level and format."""
+    import sys
+
+    os.environ["SUBLEARN_PROGRESS"] = "0"
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ.get("SUBLEARN_LOG_LEVEL", "INFO"), format="<level>{level: <7}</level> {message}")
 
 
 def _pool(n: int, cfg: ExperimentConfig):

@@ -54,14 +54,6 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
     """Build ``node``'s artifact (no-op if finished). Returns the extra info recorded in the lineage index."""
     from .. import models
 
-    if os.environ.get("SUBLEARN_WORKER"):
-        import sys
-
-        from loguru import logger
-
-        logger.remove()
-        logger.add(sys.stderr, level=os.environ.get("SUBLEARN_LOG_LEVEL", "INFO"),
-                   format="<level>{level: <7}</level> {message}")
     if threads:
         models.set_threads(threads)
     cfg = ExperimentConfig.model_validate_json(cfg_json)
