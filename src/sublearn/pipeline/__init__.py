@@ -8,6 +8,7 @@ processes. Stage commands run one stage and say which command to run first when 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -57,11 +58,22 @@ def _build_base(name: str, spec, threads: int):
     return ensure_embedded(name, spec)
 
 
+def _die_with_parent() -> None:
+    """On Linux, a killed run (even kill -9) takes its workers with it instead of leaving them computing."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+
 def _worker_init() -> None:
     """In each worker process: no progress bars (the parent draws them), the parent's log level and format."""
-    import sys
-
     os.environ["SUBLEARN_PROGRESS"] = "0"
+    _die_with_parent()
     logger.remove()
     logger.add(sys.stderr, level=os.environ.get("SUBLEARN_LOG_LEVEL", "INFO"), format="<level>{level: <7}</level> {message}")
 
