@@ -169,18 +169,18 @@ class Store:
         q = "SELECT * FROM artifacts" + (" WHERE stage = ?" if stage else "") + " ORDER BY created"
         with self._db() as db:
             rows = db.execute(q, (stage,) if stage else ()).fetchall()
-        return [
-            Record(key=r[0], stage=r[1], name=r[2], config_hash=r[3], config=json.loads(r[4]),
-                   parents=json.loads(r[5]), seed=r[6], model=r[7], path=r[8], created=r[9],
-                   duration_s=r[10], extra=json.loads(r[11]))
-            for r in rows
-        ]
+        return [_record(r) for r in rows]
 
     def get(self, key: str) -> Record | None:
-        for r in self.records():
-            if r.key == key:
-                return r
-        return None
+        with self._db() as db:
+            row = db.execute("SELECT * FROM artifacts WHERE key = ?", (key,)).fetchone()
+        return _record(row) if row else None
+
+
+def _record(r: tuple) -> Record:
+    return Record(key=r[0], stage=r[1], name=r[2], config_hash=r[3], config=json.loads(r[4]),
+                  parents=json.loads(r[5]), seed=r[6], model=r[7], path=r[8], created=r[9],
+                  duration_s=r[10], extra=json.loads(r[11]))
 
 
 def _pid_alive(pid: int) -> bool:

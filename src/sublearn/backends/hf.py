@@ -58,6 +58,7 @@ class HFModel:
         self.meta = dict(meta or {})
         self.model.eval()
         self._text_of: list[str] | None = None
+        self._index: dict[str, int] | None = None
 
     # ---- token helpers -------------------------------------------------------------------------
     def token_texts(self) -> list[str]:
@@ -66,6 +67,14 @@ class HFModel:
             n = len(self.tok)
             self._text_of = [self.tok.decode([i]) for i in range(n)]
         return self._text_of
+
+    def token_index(self) -> dict[str, int]:
+        """Token text -> id (the first id with that text), the inverse of ``token_texts``."""
+        if self._index is None:
+            self._index = {}
+            for i, t in enumerate(self.token_texts()):
+                self._index.setdefault(t, i)
+        return self._index
 
     @property
     def eos_id(self) -> int:

@@ -70,12 +70,8 @@ def wrap_lora(model, recipe: Recipe):
 
 def _soft_targets(student: HFModel, comp_ids: list[int], tl: list[dict[str, float]]):
     """Candidate ids and teacher log-probs per completion position (allowed tokens only), or None if misaligned."""
-    texts = student.token_texts()
-    eos = texts[student.eos_id]
-    index = student.meta.setdefault("_text_index", {})
-    if not index:
-        for i, t in enumerate(texts):
-            index.setdefault(t, i)
+    eos = student.token_texts()[student.eos_id]
+    index = student.token_index()
     if len(tl) != len(comp_ids):
         return None
     cands, logps = [], []
@@ -132,7 +128,7 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") 
             losses.append(float(loss.detach()))
             advance(1, info=f"loss {sum(losses[-20:]) / len(losses[-20:]):.4f}")
     model.eval()
-    meta = {k: v for k, v in base.meta.items() if not k.startswith("_")}
+    meta = dict(base.meta)
     meta.update({"adapter": recipe.adapter == "lora", "recipe": recipe.dump(), "train_losses_first_last": [
         losses[0], losses[-1]], "train_steps": total, "train_rows": len(examples), "misaligned_rows": misaligned})
     return HFModel(model, base.tok, desc, meta)
