@@ -36,7 +36,7 @@ def _ensure_bases(cfg: ExperimentConfig, run: Store, workers: int) -> dict[str, 
     cache = Store(cache_root())
     todo = [s for s in specs if cfg.model.spec(s) is not None and not cache.exists("base", base_key(cfg, s))]
     if len(todo) > 1 and workers > 1:
-        with _pool(min(workers, len(todo)), cfg) as pool:
+        with _pool(min(workers, len(todo))) as pool:
             futs = [pool.submit(_build_base, s, cfg.model.spec(s), _threads(cfg, len(todo))) for s in todo]
             for f in as_completed(futs):
                 f.result()
@@ -78,7 +78,7 @@ def _worker_init() -> None:
     logger.add(sys.stderr, level=os.environ.get("SUBLEARN_LOG_LEVEL", "INFO"), format="<level>{level: <7}</level> {message}")
 
 
-def _pool(n: int, cfg: ExperimentConfig):
+def _pool(n: int):
     return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"), initializer=_worker_init)
 
 
@@ -102,7 +102,7 @@ def _execute(cfg: ExperimentConfig, out: Path, stage: str, nodes: list[Node]) ->
                 run_node(cfg_json, str(out), node)
                 advance(1, info=node.name)
             return
-        with _pool(n, cfg) as pool:
+        with _pool(n) as pool:
             futs = {pool.submit(run_node, cfg_json, str(out), node, _threads(cfg, n)): node for node in nodes}
             for f in as_completed(futs):
                 f.result()
