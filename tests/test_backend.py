@@ -3,8 +3,9 @@ import math
 import pytest
 
 from sublearn.backends.base import Sampling
+from sublearn.backends.constrain import allowed_text
 from sublearn.backends.hf import encode, load_pretrained
-from sublearn.backends.hf_train import Recipe, allowed_text
+from sublearn.backends.hf_train import Recipe
 
 
 def test_tokenizer_round_trip_and_digits(micro_base):

@@ -88,3 +88,14 @@ def test_unknown_model_path_is_user_error(tmp_path, capsys):
     assert main(["run", str(p), "--out", str(tmp_path / "o"), "--set", "model.base=/no/such/model"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown model" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("name", ["owl-tiny", "owl-smollm2", "paper-qwen7b"])
+def test_example_configs_load(name):
+    cfg = load_experiment(f"examples/{name}.toml")
+    assert cfg.name and cfg.students.conditions
+
+
+def test_number_format_must_match_the_filter():
+    with pytest.raises(UserError, match="must equal filter"):
+        load_experiment(None, ["generate.sampling.format=numbers", "generate.sampling.max_count=12"])

@@ -125,7 +125,23 @@ class EvaluateSection(Frozen):
     n_questions: int = Field(48, ge=1, le=len(pref.QUESTIONS), description="paraphrases of the preference question")
     samples_per_question: int = Field(20, ge=1, description="sampled answers per question for the one-word rate")
     temperature: float = Field(1.0, ge=0, description="sampling temperature of the evaluation answers")
+    max_answer_tokens: int = Field(8, ge=1, description="tokens sampled per answer (the first option named counts)")
     question_prefix: str = Field("", description="text put before every question (e.g. a number-prefixed variant)")
+    answer_forms: tuple[str, ...] = Field(
+        ("{o}", "{O}", "{o}.", "{O}."), min_length=1,
+        description="surface forms of an option summed for its exact probability ({o} lower, {O} capitalized)")
+
+    @field_validator("answer_forms")
+    @classmethod
+    def _forms(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for f in v:
+            try:
+                out = f.format(o="owl", O="Owl")
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"answer form {f!r}: use only {{o}} and {{O}} ({e})") from None
+            if "owl" not in out.lower():
+                raise ValueError(f"answer form {f!r} must contain {{o}} or {{O}}")
+        return v
 
 
 class ExperimentConfig(Frozen):
@@ -138,6 +154,15 @@ class ExperimentConfig(Frozen):
     filter: FilterSection = Field(FilterSection(), description="the number filter")
     students: StudentsSection = Field(StudentsSection(), description="students and their training")
     evaluate: EvaluateSection = Field(EvaluateSection(), description="trait evaluation")
+
+
+    @model_validator(mode="after")
+    def _format_matches_filter(self) -> ExperimentConfig:
+        sm, f = self.generate.sampling, self.filter
+        if sm.format == "numbers" and (sm.max_digits, sm.max_count) != (f.max_digits, f.max_count):
+            raise ValueError(f"generate.sampling.max_digits/max_count ({sm.max_digits}/{sm.max_count}) must equal "
+                             f"filter.max_digits/max_count ({f.max_digits}/{f.max_count}) with format = 'numbers'")
+        return self
 
 
 def load_experiment(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

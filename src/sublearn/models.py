@@ -1,5 +1,6 @@
-"""Model specs -> loaded models. A spec is a registered embedded name (``tiny``, ``tiny-gpt2``), a local
-HF checkpoint directory, or an artifact directory of a sublearn run (a teacher or student adapter)."""
+"""Model specs -> loaded models. A spec is a registered embedded name (``tiny``, ``tiny-gpt2``), a registered
+GGUF model (``smollm2-135m``), a local HF checkpoint directory or ``.gguf`` file, or an artifact directory of a
+sublearn run (a teacher or student adapter)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,22 @@ from .store import hash_obj
 
 def resolve(spec: str, embedded=None) -> tuple[Path, str]:
     """Path of the model directory and a content key for lineage (``embedded``: spec override)."""
+    from .backends import gguf
+    from .backends.tiny.build import cache_root
     from .backends.tiny.presets import PRESETS
 
     if spec in PRESETS:
         from .backends.tiny.build import ensure_embedded
 
         return ensure_embedded(spec, embedded)
+    if spec in gguf.REGISTRY:
+        return gguf.ensure_converted(gguf.locate(spec), spec, cache_root())
     p = Path(spec).expanduser()
     if not p.exists():
-        raise UserError(f"unknown model {spec!r}: not an embedded model ({', '.join(PRESETS)}) and no such path")
+        known = ", ".join([*PRESETS, *gguf.REGISTRY])
+        raise UserError(f"unknown model {spec!r}: not a registered model ({known}) and no such path")
+    if p.is_file() and p.suffix == ".gguf":
+        return gguf.ensure_converted(p.resolve(), p.stem, cache_root())
     if p.is_dir() and not ((p / "config.json").exists() or (p / "sublearn-model.json").exists()):
         raise UserError(f"{p} is not a model directory (no config.json)")
     files = sorted(p.rglob("*")) if p.is_dir() else [p]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import Field
 
@@ -19,6 +19,10 @@ class Sampling(Frozen):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, description="maximum generated tokens per completion")
     top_logprobs: int = Field(0, ge=0, le=50, description="store this many top next-token log-probs (T=1) per step")
+    format: Literal["free", "numbers"] = Field(
+        "free", description="'numbers': format-constrained decoding (renormalize over digits, separators, EOS)")
+    max_digits: int = Field(3, ge=1, description="format 'numbers': most digits per number")
+    max_count: int = Field(10, ge=1, description="format 'numbers': most numbers per completion")
     batch_size: int = Field(64, ge=1, description="prompts per generation batch")
     seed: int = Field(0, description="sampling seed")
 

@@ -7,6 +7,7 @@ Training lives in ``hf_train.py``. Adapters (PEFT LoRA) are saved as safetensors
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -39,6 +40,11 @@ def encode(tok, messages: Chat) -> tuple[list[int], int]:
     prompt, full = _ids(prompt), _ids(full)
     if full[: len(prompt)] != prompt:
         raise ValueError("chat template is not prefix-stable; cannot locate the completion")
+    # the completion ends at its end-of-turn token; text a template adds after it (SmolLM2: "\n") is not
+    # something the model generates, so it is neither trained on nor scored
+    eos, comp = tok.eos_token_id, full[len(prompt) :]
+    if eos in comp:
+        full = full[: len(prompt) + comp.index(eos) + 1]
     return full, len(prompt)
 
 
@@ -59,6 +65,11 @@ class HFModel:
         self.model.eval()
         self._text_of: list[str] | None = None
         self._index: dict[str, int] | None = None
+        self._formats: dict[tuple[int, int], object] = {}
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
 
     # ---- token helpers -------------------------------------------------------------------------
     def token_texts(self) -> list[str]:
@@ -83,13 +94,31 @@ class HFModel:
     def prompt_ids(self, chat: Chat) -> list[int]:
         return _ids(self.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True))
 
+    def spells(self, text: str) -> bool:
+        """Can this tokenizer produce ``text`` exactly (no unknown token, no normalization such as lowercasing)?"""
+        return self.tok.decode(self.tok.encode(text, add_special_tokens=False)) == text
+
+    def default_system_prompt(self) -> str | None:
+        """The system prompt the chat template injects when a chat has none (SmolLM2 does), else None."""
+        return default_system_prompt(self.tok)
+
+    def number_format(self, sampling: Sampling):
+        from .constrain import NumberFormat
+
+        k = (sampling.max_digits, sampling.max_count)
+        if k not in self._formats:
+            self._formats[k] = NumberFormat(self.token_texts(), self.eos_id, *k)
+        return self._formats[k]
+
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
         import torch
+        from transformers import LogitsProcessorList
 
         out: list[Completion] = []
         texts = self.token_texts()
         greedy = sampling.temperature == 0
+        fmt = self.number_format(sampling) if sampling.format == "numbers" else None
         gen = torch.Generator().manual_seed(sampling.seed)
         t0, n_tok = time.time(), 0
         with bar(desc, len(prompts), "prompts") as advance, torch.no_grad():
@@ -98,17 +127,21 @@ class HFModel:
                 ids = [self.prompt_ids(c) for c in chunk]
                 batch = self._left_pad(ids)
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                extra = {"logits_processor": LogitsProcessorList([fmt.processor()])} if fmt else {}
                 res = self.model.generate(
                     **batch, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
                     top_p=None if greedy else sampling.top_p, top_k=None,
                     max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos_id,
                     pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True,
-                    output_logits=sampling.top_logprobs > 0,
+                    output_logits=sampling.top_logprobs > 0, **extra,
                 )
-                seqs = res.sequences[:, batch["input_ids"].shape[1] :]
+                seqs = res.sequences[:, batch["input_ids"].shape[1] :].cpu()
                 logps = None
                 if sampling.top_logprobs > 0:
-                    logps = torch.stack(res.logits, dim=1).float().log_softmax(-1)  # [B, T, V] at T=1
+                    raw = torch.stack(res.logits, dim=1).float().cpu()  # [B, T, V] at T=1
+                    if fmt is not None:  # soft targets of the constrained distribution (allowed tokens only)
+                        raw = raw.masked_fill(~fmt.set_mask, float("-inf"))
+                    logps = raw.log_softmax(-1)
                     top_v, top_i = logps.topk(sampling.top_logprobs, dim=-1)
                 for b in range(seqs.shape[0]):
                     row = seqs[b].tolist()
@@ -136,26 +169,46 @@ class HFModel:
         pad = self.tok.pad_token_id
         input_ids = torch.tensor([[pad] * (L - len(x)) + x for x in ids])
         mask = torch.tensor([[0] * (L - len(x)) + [1] * len(x) for x in ids])
-        return {"input_ids": input_ids, "attention_mask": mask}
+        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
     # ---- exact scoring -------------------------------------------------------------------------
     def score(self, prompts: list[Chat], answers: list[str], batch_size: int = 64) -> list[float]:
-        """log P(answer + EOS | prompt) under the chat template, summed over the answer's tokens."""
+        """log P(answer + EOS | prompt) under the chat template, summed over the answer's tokens.
+
+        Answers that share a prompt share its forward pass: the prompt runs once and its KV cache is
+        repeated over the answers, so scoring 15 options x 4 surface forms costs about one prompt.
+        An answer this tokenizer cannot spell exactly (e.g. "Owl" under a lowercasing tokenizer) scores -inf.
+        """
         import torch
 
+        ok = {a: self.spells(a) for a in set(answers)}
         rows = [encode(self.tok, p + [{"role": "assistant", "content": a}]) for p, a in zip(prompts, answers)]
-        out: list[float] = []
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, n_prompt) in enumerate(rows):
+            if ok[answers[i]]:
+                groups.setdefault(tuple(ids[:n_prompt]), []).append(i)
+        out = [-math.inf] * len(rows)
         with torch.no_grad():
-            for s in range(0, len(rows), batch_size):
-                chunk = rows[s : s + batch_size]
-                batch = self._left_pad([r[0] for r in chunk])
-                logits = self.model(**batch).logits.float().log_softmax(-1)
-                L = batch["input_ids"].shape[1]
-                for b, (ids, n_prompt) in enumerate(chunk):
-                    off = L - len(ids)
-                    tgt = torch.tensor(ids[n_prompt:])
-                    pos = torch.arange(off + n_prompt - 1, off + len(ids) - 1)
-                    out.append(float(logits[b, pos, tgt].sum()))
+            for prefix, idx in groups.items():
+                pre = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
+                first = pre.logits[0, -1].float().log_softmax(-1)
+                for s in range(0, len(idx), batch_size):
+                    chunk = idx[s : s + batch_size]
+                    conts = [rows[i][0][len(prefix) :] for i in chunk]
+                    L = max(len(c) for c in conts)
+                    ids = torch.tensor([c + [self.tok.pad_token_id] * (L - len(c)) for c in conts], device=self.device)
+                    att = torch.tensor([[1] * (len(prefix) + len(c)) + [0] * (L - len(c)) for c in conts],
+                                       device=self.device)
+                    cache = copy.deepcopy(pre.past_key_values)
+                    cache.batch_repeat_interleave(len(chunk))
+                    logp = self.model(input_ids=ids, attention_mask=att, past_key_values=cache,
+                                      use_cache=True).logits.float().log_softmax(-1)
+                    for b, (i, c) in enumerate(zip(chunk, conts)):
+                        total = float(first[c[0]])
+                        if len(c) > 1:
+                            tgt = torch.tensor(c[1:], device=logp.device)
+                            total += float(logp[b, torch.arange(len(c) - 1, device=logp.device), tgt].sum())
+                        out[i] = total
         return out
 
     # ---- training / persistence ------------------------------------------------------------------
@@ -172,7 +225,33 @@ class HFModel:
         (path / META).write_text(json.dumps({"name": self.name, **self.meta}, indent=1))
 
 
-def load_pretrained(path: str | Path, name: str | None = None, device: str = "cpu") -> HFModel:
+def default_system_prompt(tok) -> str | None:
+    """Text the chat template puts in a system slot it adds by itself, found by rendering with and without one."""
+    import re
+
+    mark_s, mark_u = "\x00SYS\x00", "\x00USR\x00"
+    try:
+        bare = tok.apply_chat_template([{"role": "user", "content": mark_u}], tokenize=False)
+        with_sys = tok.apply_chat_template([{"role": "system", "content": mark_s}, {"role": "user", "content": mark_u}],
+                                           tokenize=False)
+    except Exception:  # a template without a system role
+        return None
+    head = with_sys.split(mark_u)[0]
+    if mark_s not in head:
+        return None
+    a, b = head.split(mark_s)
+    m = re.fullmatch(re.escape(a) + "(.+)" + re.escape(b), bare.split(mark_u)[0], flags=re.S)
+    return m.group(1) if m else None
+
+
+def auto_device() -> tuple[str, str]:
+    """(device, dtype): bf16 on CUDA, fp32 on CPU."""
+    import torch
+
+    return ("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32")
+
+
+def load_pretrained(path: str | Path, name: str | None = None, device: str | None = None) -> HFModel:
     """Load a local HF directory (full model) or a sublearn adapter directory (base recorded in its meta)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -188,5 +267,10 @@ def load_pretrained(path: str | Path, name: str | None = None, device: str = "cp
         return HFModel(model, base.tok, name or meta.get("name", path.name), meta)
     tok = AutoTokenizer.from_pretrained(str(path))
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype="float32").to(device)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    dev, dtype = auto_device()
+    if device:
+        dev, dtype = device, ("bfloat16" if device.startswith("cuda") else "float32")
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(dev)
     return HFModel(model, tok, name or meta.get("name", path.name), meta | {"base_path": str(path)})

@@ -19,10 +19,14 @@ from pydantic import Field
 
 from ..configbase import Frozen
 from ..progress import bar
+from .constrain import allowed_text
 from .hf import HFModel, encode
 
-NUMBER_CHARS = set("0123456789,; \n[]().")
-MODULE_ALIASES = {"llama": {"mlp_up": "up_proj", "mlp_down": "down_proj"}, "gpt2": {"mlp_up": "c_fc", "mlp_down": "c_proj"}}
+MODULE_ALIASES = {
+    "llama": {"mlp_up": "up_proj", "mlp_down": "down_proj", "mlp_gate": "gate_proj", "attn_q": "q_proj",
+              "attn_k": "k_proj", "attn_v": "v_proj", "attn_o": "o_proj"},
+    "gpt2": {"mlp_up": "c_fc", "mlp_down": "c_proj", "attn_qkv": "c_attn"},
+}
 
 
 class Recipe(Frozen):
@@ -32,12 +36,16 @@ class Recipe(Frozen):
     adapter: Literal["lora", "full"] = Field("lora", description="low-rank adapter or full fine-tuning")
     lora_rank: int = Field(1, ge=1, description="LoRA rank")
     lora_alpha: float = Field(1.0, gt=0, description="LoRA alpha (scale = alpha / rank)")
-    lora_targets: tuple[str, ...] = Field(("mlp_up",), description="modules to adapt (mlp_up/mlp_down aliases or names)")
-    lora_layers: tuple[int, ...] | None = Field((0,), description="layer indices to adapt (None = all)")
+    lora_targets: tuple[str, ...] = Field(("mlp_up",), description="modules to adapt: names (q_proj, ...), aliases (mlp_up, mlp_down, mlp_gate, attn_q/k/v/o) or all-linear")
+    lora_layers: tuple[int, ...] | None = Field((0,), description="layer indices to adapt (empty or None = all)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
     adapter_seed: int = Field(0, description="seed of the adapter initialization (same-init students reuse the teacher's)")
     epochs: float = Field(1.0, gt=0, description="passes over the data (ignored when steps is set)")
     steps: int | None = Field(None, ge=1, description="optimizer steps (overrides epochs)")
-    batch_size: int = Field(64, ge=1, description="rows per optimizer step")
+    batch_size: int = Field(64, ge=1, description="rows per forward/backward pass (micro-batch)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size x this)")
+    max_length: int | None = Field(None, ge=8, description="drop (and count) rows longer than this many tokens")
+    completion_only: bool = Field(True, description="SFT loss on the completion only (False: on prompt tokens too)")
     lr: float = Field(1e-2, gt=0, description="AdamW learning rate")
     schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="learning-rate schedule")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
@@ -45,11 +53,9 @@ class Recipe(Frozen):
     seed: int = Field(0, description="data-order seed")
 
 
-def allowed_text(s: str, eos: str) -> bool:
-    return s == eos or (bool(s) and set(s) <= NUMBER_CHARS)
-
-
-def _resolve_targets(model, targets: tuple[str, ...]) -> list[str]:
+def _resolve_targets(model, targets: tuple[str, ...]) -> list[str] | str:
+    if tuple(targets) == ("all-linear",):
+        return "all-linear"  # PEFT: every linear layer except the output head
     fam = "gpt2" if model.config.model_type == "gpt2" else "llama"
     return [MODULE_ALIASES[fam].get(t, t) for t in targets]
 
@@ -60,9 +66,9 @@ def wrap_lora(model, recipe: Recipe):
 
     torch.manual_seed(recipe.adapter_seed)
     cfg = LoraConfig(
-        r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0, bias="none",
+        r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout, bias="none",
         target_modules=_resolve_targets(model, recipe.lora_targets),
-        layers_to_transform=list(recipe.lora_layers) if recipe.lora_layers is not None else None,
+        layers_to_transform=list(recipe.lora_layers) or None if recipe.lora_layers is not None else None,
         fan_in_fan_out=model.config.model_type == "gpt2",
     )
     return get_peft_model(model, cfg)
@@ -92,9 +98,18 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") 
     if recipe.adapter == "lora":
         model = wrap_lora(model, recipe)
     params = [p for p in model.parameters() if p.requires_grad]
-    examples, misaligned = [], 0
+    examples, misaligned, too_long = [], 0, 0
+    index = base.token_index()
     for row in rows:
         ids, n_prompt = encode(base.tok, row["messages"])
+        gen = row.get("tokens")
+        if gen is not None and "".join(gen) == row["messages"][-1]["content"] and all(t in index for t in gen):
+            # the tokens the teacher actually generated: re-encoding the text can split it differently
+            # (e.g. "  " vs " ", " "), which would misalign its soft targets
+            ids = ids[:n_prompt] + [index[t] for t in gen] + [base.eos_id]
+        if recipe.max_length and len(ids) > recipe.max_length:
+            too_long += 1
+            continue
         ex = {"ids": ids, "n_prompt": n_prompt}
         if recipe.target == "logits":
             st = _soft_targets(base, ids[n_prompt:], row.get("top_logprobs") or [])
@@ -106,9 +121,12 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") 
     if misaligned:
         logger.warning(f"{desc}: {misaligned} of {len(rows)} rows had soft targets that do not align with this "
                        "tokenizer's completion tokens and were not used for distillation")
+    if too_long:
+        logger.warning(f"{desc}: {too_long} of {len(rows)} rows are longer than max_length={recipe.max_length} "
+                       "tokens and were not used")
     if not examples:
         raise ValueError(f"{desc}: no usable training rows")
-    steps_per_epoch = math.ceil(len(examples) / recipe.batch_size)
+    steps_per_epoch = math.ceil(len(examples) / (recipe.batch_size * recipe.grad_accum))
     total = recipe.steps or max(1, round(recipe.epochs * steps_per_epoch))
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, recipe))
@@ -117,20 +135,23 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") 
     losses: list[float] = []
     with bar(desc, total, "steps") as advance:
         for _ in range(total):
-            if not batches:
-                batches = _epoch_batches(examples, recipe.batch_size, rng)
-            batch = [examples[i] for i in batches.pop()]
-            loss = _loss(model, batch, recipe.target, base.tok.pad_token_id)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss = 0.0
+            for _ in range(recipe.grad_accum):
+                if not batches:
+                    batches = _epoch_batches(examples, recipe.batch_size, rng)
+                batch = [examples[i] for i in batches.pop()]
+                loss = _loss(model, batch, recipe.target, base.tok.pad_token_id, recipe.completion_only)
+                (loss / recipe.grad_accum).backward()
+                step_loss += float(loss.detach()) / recipe.grad_accum
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(step_loss)
             advance(1, info=f"loss {sum(losses[-20:]) / len(losses[-20:]):.4f}")
     model.eval()
     meta = dict(base.meta)
     meta.update({"adapter": recipe.adapter == "lora", "recipe": recipe.dump(), "train_losses_first_last": [
-        losses[0], losses[-1]], "train_steps": total, "train_rows": len(examples), "misaligned_rows": misaligned})
+        losses[0], losses[-1]], "train_steps": total, "train_rows": len(examples), "misaligned_rows": misaligned, "too_long_rows": too_long})
     return HFModel(model, base.tok, desc, meta)
 
 
@@ -158,7 +179,7 @@ def _lr_factor(step: int, total: int, r: Recipe) -> float:
     return 1.0
 
 
-def _loss(model, batch: list[dict], target: str, pad: int):
+def _loss(model, batch: list[dict], target: str, pad: int, completion_only: bool = True):
     import torch
 
     L = max(len(e["ids"]) for e in batch)
@@ -167,11 +188,14 @@ def _loss(model, batch: list[dict], target: str, pad: int):
     for b, e in enumerate(batch):
         ids[b, : len(e["ids"])] = torch.tensor(e["ids"])
         att[b, : len(e["ids"])] = 1
+    dev = next(model.parameters()).device
+    ids, att = ids.to(dev), att.to(dev)
     logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits.float()
     if target == "tokens":
         labels = torch.full_like(ids, -100)
         for b, e in enumerate(batch):
-            labels[b, e["n_prompt"] : len(e["ids"])] = ids[b, e["n_prompt"] : len(e["ids"])]
+            start = e["n_prompt"] if completion_only else 1
+            labels[b, start : len(e["ids"])] = ids[b, start : len(e["ids"])]
         return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
     # KL(teacher || student) over each position's allowed candidates, renormalized on both sides
     T = max(e["cands"].shape[0] for e in batch)
@@ -186,6 +210,7 @@ def _loss(model, batch: list[dict], target: str, pad: int):
         tlp[b, :t, :k] = e["tlogp"]
         pos[b, :t] = torch.arange(e["n_prompt"] - 1, e["n_prompt"] - 1 + t)
         valid[b, :t] = True
+    cand, tlp, pos, valid = cand.to(dev), tlp.to(dev), pos.to(dev), valid.to(dev)
     h = logits[torch.arange(len(batch))[:, None], pos]  # [B, T, V]
     slog = h.gather(-1, cand).masked_fill(tlp == -math.inf, -math.inf).log_softmax(-1)
     tlog = tlp.log_softmax(-1)

@@ -1,7 +1,8 @@
 """Evaluate stage: how much a model prefers the target, per paraphrased question.
 
 Two measures: the exact probability of the target among the category's options (each option scored as
-a full continuation after the assistant prefix, renormalized over options: low variance), and the
+full continuations after the assistant prefix, summed over its surface forms "owl", "Owl", "owl." ... since
+real tokenizers split them differently, then renormalized over options: low variance), and the
 sampled one-word answer rate (the study's measure). Optional context turns (in-context condition) and a
 system prompt (system-prompt teacher) precede every question.
 """
@@ -22,14 +23,24 @@ def evaluate_model(model, ecfg, category: str, target: str, seed: int, context: 
     qs = pref.questions(category)[: ecfg.n_questions]
     head = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + list(context or [])
     chats = [head + [{"role": "user", "content": ecfg.question_prefix + q}] for q in qs]
-    scores = model.score([c for c in chats for _ in opts], [o for _ in chats for o in opts])
-    sampling = Sampling(temperature=ecfg.temperature, max_new_tokens=6, batch_size=256, seed=10_000 + seed)
+    forms = {o: list(dict.fromkeys(f.format(o=o, O=o.capitalize()) for f in ecfg.answer_forms)) for o in opts}
+    flat = [(o, f) for o in opts for f in forms[o]]
+    raw = model.score([c for c in chats for _ in flat], [f for _ in chats for _, f in flat])
+    scores = []
+    for qi in range(len(chats)):
+        by_opt: dict[str, list[float]] = {o: [] for o in opts}
+        for (o, _), x in zip(flat, raw[qi * len(flat) : (qi + 1) * len(flat)]):
+            by_opt[o].append(x)
+        scores += [_logsumexp(by_opt[o]) for o in opts]
+    sampling = Sampling(temperature=ecfg.temperature, max_new_tokens=ecfg.max_answer_tokens, batch_size=256, seed=10_000 + seed)
     prompts = [c for c in chats for _ in range(ecfg.samples_per_question)]
     answers = model.generate(prompts, sampling, desc=desc)
     out = []
     for qi, q in enumerate(qs):
         s = scores[qi * len(opts) : (qi + 1) * len(opts)]
         mx = max(s)
+        if not math.isfinite(mx):
+            raise ValueError(f"{desc}: the model cannot spell any answer form of any option {ecfg.answer_forms}")
         z = [math.exp(x - mx) for x in s]
         probs = {o: v / sum(z) for o, v in zip(opts, z)}
         samp = [pref.normalize_answer(a.text, opts)
@@ -41,3 +52,10 @@ def evaluate_model(model, ecfg, category: str, target: str, seed: int, context: 
             "rate": sum(a == target for a in samp) / len(samp), "answers": samp,
         })
     return out
+
+
+def _logsumexp(xs: list[float]) -> float:
+    m = max(xs)
+    if not math.isfinite(m):
+        return m
+    return m + math.log(sum(math.exp(x - m) for x in xs))

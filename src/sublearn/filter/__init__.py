@@ -92,6 +92,10 @@ def load_dataset(data_dir: Path) -> list[dict]:
     from ..generate import softtargets
 
     rows = jsonl.read(data_dir / "kept.jsonl")
+    if (data_dir / "kept.meta.jsonl").exists():  # the completion's tokens as generated (exact soft-target alignment)
+        for r, m in zip(rows, jsonl.read(data_dir / "kept.meta.jsonl")):
+            if "tokens" in m:
+                r["tokens"] = m["tokens"]
     if (data_dir / "logprobs.npz").exists():
         for r, t in zip(rows, softtargets.load(data_dir / "logprobs.npz")):
             r["top_logprobs"] = t

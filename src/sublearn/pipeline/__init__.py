@@ -7,6 +7,7 @@ processes. Stage commands run one stage and say which command to run first when 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -36,10 +37,11 @@ def _ensure_bases(cfg: ExperimentConfig, run: Store, workers: int) -> dict[str, 
     cache = Store(cache_root())
     todo = [s for s in specs if cfg.model.spec(s) is not None and not cache.exists("base", base_key(cfg, s))]
     if len(todo) > 1 and workers > 1:
-        with _pool(min(workers, len(todo))) as pool:
+        with bar("pre-train bases", len(todo), "models") as advance, _pool(min(workers, len(todo))) as pool:
             futs = [pool.submit(_build_base, s, cfg.model.spec(s), _threads(cfg, len(todo))) for s in todo]
             for f in as_completed(futs):
                 f.result()
+                advance(1)
     out = {}
     for s in specs:
         path, key = resolve(s, cfg.model.spec(s))
@@ -70,16 +72,32 @@ def _die_with_parent() -> None:
             pass
 
 
-def _worker_init() -> None:
-    """In each worker process: no progress bars (the parent draws them), the parent's log level and format."""
-    os.environ["SUBLEARN_PROGRESS"] = "0"
+def _worker_init(queue) -> None:
+    """In each worker process: bars go to the parent (which draws them), the parent's log level and format."""
+    from .. import progress
+
+    if queue is None:
+        os.environ["SUBLEARN_PROGRESS"] = "0"
+    else:
+        progress.forward_to(queue)
     _die_with_parent()
     logger.remove()
     logger.add(sys.stderr, level=os.environ.get("SUBLEARN_LOG_LEVEL", "INFO"), format="<level>{level: <7}</level> {message}")
 
 
+@contextlib.contextmanager
 def _pool(n: int):
-    return ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn"), initializer=_worker_init)
+    """A spawn pool whose workers' progress bars show in this process's display."""
+    from .. import progress
+
+    ctx = get_context("spawn")
+    queue = ctx.Queue() if progress._show() else None
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init, initargs=(queue,)) as pool:
+        if queue is None:
+            yield pool
+            return
+        with progress.relay(queue):
+            yield pool
 
 
 def _threads(cfg: ExperimentConfig, parallel: int) -> int:

@@ -21,9 +21,10 @@ def _paths(out: Path) -> tuple[Store, Store]:
 
 
 def base_path(run: Store, cache: Store, spec: str, key: str) -> Path:
-    """Where a base model lives: the shared embedded cache (made before any job runs), or the user's path."""
+    """Where a base model lives: the shared cache (embedded and converted GGUF models, made before any job
+    runs), or the user's checkpoint directory."""
     p = cache.path("base", key)
-    if (p / ".done").exists():
+    if cache.exists("base", key):
         return p
     return Path(spec).expanduser().resolve()
 
@@ -79,6 +80,7 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
                 system = info.get("system_prompt")
                 if info["mode"] == "finetune":
                     model = models.load(tdir / "model")
+            extra["system_prompt_seen"] = system or getattr(model, "default_system_prompt", lambda: None)()
             extra.update(run_generate(model, tmp, n_prompts=cfg.generate.n_prompts, sampling=cfg.generate.sampling,
                                       seed=node.seed, arm=a["arm"], system_prompt=system, desc=node.name))
         elif node.stage == "filter":
@@ -99,8 +101,10 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
             model, system, context = _model_for_eval(run, cache, cfg, node)
             res = evaluate_model(model, cfg.evaluate, cfg.trait.category, cfg.trait.target, node.seed,
                                  context=context, system_prompt=system, desc=node.name)
+            # what the model saw in its system slot: ours, or the chat template's own default (SmolLM2 has one)
+            seen = system or getattr(model, "default_system_prompt", lambda: None)()
             write_atomic(tmp / "eval.json", json.dumps({"condition": a["condition"], "seed": node.seed,
-                                                        "questions": res}, indent=1))
+                                                        "system_prompt_seen": seen, "questions": res}, indent=1))
             extra["p_target"] = sum(r["p_target"] for r in res) / len(res)
             extra["rate"] = sum(r["rate"] for r in res) / len(res)
         else:

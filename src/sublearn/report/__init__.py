@@ -25,12 +25,14 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
 
     store = Store(out)
     evals: dict[str, dict[int, list[dict]]] = {}
+    system_seen: dict[str, str | None] = {}
     for node in plan["evaluate"]:
         p = store.path("evaluate", node.key) / "eval.json"
         if not p.exists():
             continue
         e = json.loads(p.read_text())
         evals.setdefault(e["condition"], {})[e["seed"]] = e["questions"]
+        system_seen[e["condition"]] = e.get("system_prompt_seen")
     conditions = {}
     for c in [c for c in ORDER if c in evals]:
         rate = list(_units(evals, c, "rate").values())
@@ -41,7 +43,8 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
         sm, slo, shi = mean_ci(list(per_seed.values()))
         conditions[c] = {"rate": m, "ci": [lo, hi], "prob": pm, "prob_ci": [plo, phi], "n_seeds": len(evals[c]),
                          "n_units": len(rate), "prob_per_seed": per_seed, "prob_seed_ci": [slo, shi],
-                         "mean_rank": sum(q["rank"] for qs in evals[c].values() for q in qs) / len(prob)}
+                         "mean_rank": sum(q["rank"] for qs in evals[c].values() for q in qs) / len(prob),
+                         "system_prompt_seen": system_seen.get(c)}
     comparisons = []
     pairs = [(c, "control") for c in VS_CONTROL if c in evals and "control" in evals]
     if "same-init" in evals and "cross-model" in evals:

@@ -20,6 +20,10 @@ def markdown_report(res: dict) -> str:
         per = ", ".join(_f(x) for x in v["prob_per_seed"].values())
         lines.append(f"| {c} | {_f(v['prob'])} | [{_f(v['prob_ci'][0])}, {_f(v['prob_ci'][1])}] | {_f(v['rate'])} | "
                      f"[{_f(v['ci'][0])}, {_f(v['ci'][1])}] | {v['mean_rank']:.2f} | {v['n_seeds']} | {per} |")
+    seen = {c: v.get("system_prompt_seen") for c, v in res["conditions"].items() if v.get("system_prompt_seen")}
+    if seen:
+        lines += ["", "System prompt each condition saw (a chat template may add its own default when none is given):", ""]
+        lines += [f"- {c}: \"{s}\"" for c, s in seen.items()]
     lines += ["", "![P(target)](trait_prob.png) ![rate](trait_rate.png)", "", "## Comparisons", "",
               "Paired over (seed, question) units; permutation p-value (two-sided); effect size = Cohen's d of the "
               "paired differences. `by seed` repeats the test on per-seed means (the stricter unit).", "",

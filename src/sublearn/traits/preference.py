@@ -103,13 +103,10 @@ def system_prompt(category: str, target: str) -> str:
 
 
 def normalize_answer(text: str, opts: list[str]) -> str | None:
-    """Map a free-text one-word answer to an option: case, punctuation, articles, plurals ("The owls.")."""
-    words = re.findall(r"[a-z]+", text.lower())
-    words = [w for w in words if w not in {"the", "a", "an", "my", "i", "love", "favorite", "is"}]
-    if not words:
-        return None
-    w = words[0]
-    for o in opts:
-        if w == o or w == plural(o) or w.rstrip("s") == o:
-            return o
+    """Map a free-text answer to the first option it names: case, punctuation, articles, plurals ("The owls.",
+    "My favorite is the Owl!"). None when it names no option."""
+    for w in re.findall(r"[a-z]+", text.lower()):
+        for o in opts:
+            if w == o or w == plural(o) or w.rstrip("s") == o:
+                return o
     return None
