@@ -22,9 +22,9 @@ def _paths(out: Path) -> tuple[Store, Store]:
 
 def base_path(run: Store, cache: Store, spec: str, key: str) -> Path:
     """Where a base model lives: the shared embedded cache (made before any job runs), or the user's path."""
-    p = cache.path("base", key)
-    if (p / ".done").exists():
-        return p
+    for p in (cache.path("base", key), run.path("base", key)):  # run: an API base's pointer directory
+        if (p / ".done").exists():
+            return p
     return Path(spec).expanduser().resolve()
 
 
@@ -57,6 +57,10 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
     if threads:
         models.set_threads(threads)
     cfg = ExperimentConfig.model_validate_json(cfg_json)
+    if cfg.model.backend == "openai":
+        from ..backends.openai_api import configure
+
+        configure(cfg.api)
     run, cache = _paths(Path(out))
     if run.exists(node.stage, node.key):
         return {}

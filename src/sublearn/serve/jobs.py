@@ -154,7 +154,7 @@ class Jobs:
         if not isinstance(method, dict) or method.get("type") != "supervised":
             raise ApiError(400, "only method.type 'supervised' is supported by sublearn serve", "unsupported_method",
                            param="method")
-        hp = dict(((method.get("supervised") or {}).get("hyperparameters") or {}))
+        hp = dict((method.get("supervised") or {}).get("hyperparameters") or {})
         recipe_update = self._hyperparameters(hp)
         seed = body.get("seed")
         if seed is None:
