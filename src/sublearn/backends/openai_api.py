@@ -138,7 +138,7 @@ class Client:
                 except openai.APIStatusError as e:
                     raise UserError(f"{endpoint} at {self.base_url} refused the request: HTTP {e.status_code}: "
                                     f"{_message(e)}") from None
-        data = res if isinstance(res, dict) else res.model_dump(mode="json")
+        data = res if isinstance(res, dict) else res.model_dump(mode="json", warnings=False)
         if cache:
             self.cache.put(key, data)
         return data
