@@ -120,7 +120,8 @@ async def _poll(c, call, job: dict, desc: str) -> tuple[dict, list[tuple[int, fl
     seen: set[str] = set()
     losses: dict[int, float] = {}
     interval = settings().poll_s
-    t0 = time.time()
+    t0 = said = time.time()
+    status = job["status"]
     with bar(desc, 1, "job") as advance:
         while True:
             evs = await call(c.fine_tuning.jobs.list_events, "jobs.events", fine_tuning_job_id=job["id"], limit=100)
@@ -133,9 +134,12 @@ async def _poll(c, call, job: dict, desc: str) -> tuple[dict, list[tuple[int, fl
                     losses[int(d["step"])] = float(d["train_loss"])
                 elif ev.get("message"):
                     logger.debug(f"{desc}: {ev['message']}")
-            if losses:
-                step = max(losses)
-                advance(0, info=f"step {step}, loss {losses[step]:.4f}, {job['status']}")
+            step = max(losses) if losses else None
+            line = f"{job['status']}" + (f", step {step}, loss {losses[step]:.4f}" if step else "")
+            advance(0, info=line)
+            if job["status"] != status or time.time() - said > 30:  # progress in logs too (no terminal needed)
+                logger.info(f"{desc}: job {job['id']} {line}")
+                status, said = job["status"], time.time()
             if job["status"] in TERMINAL:
                 break
             await asyncio.sleep(interval)
