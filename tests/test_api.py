@@ -276,3 +276,30 @@ def test_openai_backend_refuses_logit_distillation(tmp_path):
 
     with pytest.raises(UserError, match="cannot distill logits"):
         load_experiment(None, ["model.backend=openai"])
+
+
+def test_billed_work_needs_confirmation(server, api, tmp_path, capsys, monkeypatch):
+    from sublearn.backends.openai_cost import APPROVAL_ENV
+    from sublearn.cli import main
+
+    monkeypatch.delenv(APPROVAL_ENV, raising=False)
+    priced = ApiSection.model_validate(api.dump() | {"prices": {"tiny": {"training": 2.0}}})
+    configure(priced)
+    with pytest.raises(UserError, match="would be billed"):
+        ApiModel(server.url, "tiny").train(FOX, Recipe(target="tokens", seed=1), desc="paid")
+    cfg = tmp_path / "paid.toml"
+    cfg.write_text(f'[model]\nbackend = "openai"\n[api]\nbase_url = "{server.url}"\n'
+                   '[api.prices.tiny]\ntraining = 2.0\n[students.recipe]\ntarget = "tokens"\n')
+    assert main(["generate", str(cfg), "--out", str(tmp_path / "paid")]) == 2  # stdin is not a terminal
+    err = capsys.readouterr().err
+    assert "pass --yes" in err and "estimated cost: teacher fine-tuning" in err
+    assert not (tmp_path / "paid" / "lineage.sqlite").exists()  # nothing ran
+
+
+def test_serve_help_is_fast_and_documents_the_endpoints():
+    out = subprocess.run([sys.executable, "-m", "sublearn", "serve", "--help"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and "/v1/chat/completions" in out.stdout and "--port" in out.stdout
+    code = "import sys, sublearn.cli; sublearn.cli.build_parser(); print(sorted(m for m in sys.modules if m in " \
+           "('torch', 'openai', 'fastapi', 'uvicorn', 'transformers')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"

@@ -77,9 +77,16 @@ async def _job(base: ApiModel, data: bytes, hp: dict, seed: int, key: str, n_row
 
         job = None
         if ledger.data.get("job_id"):
-            job = await call(c.fine_tuning.jobs.retrieve, "jobs.retrieve", fine_tuning_job_id=ledger.data["job_id"])
-            logger.info(f"{desc}: resuming job {job['id']} ({job['status']}) instead of creating a new one")
-        else:  # a crash between creating the job and writing the ledger: the job's metadata finds it
+            try:
+                job = await call(c.fine_tuning.jobs.retrieve, "jobs.retrieve", fine_tuning_job_id=ledger.data["job_id"])
+                logger.info(f"{desc}: resuming job {job['id']} ({job['status']}) instead of creating a new one")
+            except UserError as e:
+                if "HTTP 404" not in str(e):
+                    raise
+                logger.warning(f"{desc}: the server no longer knows job {ledger.data['job_id']}; starting over")
+                ledger.set(history=ledger.data["history"] + [{"job_id": ledger.data["job_id"], "status": "unknown"}],
+                           job_id=None, file_id=None)
+        if job is None:  # a crash between creating the job and writing the ledger: the job's metadata finds it
             page = await call(c.fine_tuning.jobs.list, "jobs.list", metadata={"sublearn_key": key}, limit=10)
             alive = [j for j in page["data"] if j["status"] not in ("failed", "cancelled")]
             if alive:
