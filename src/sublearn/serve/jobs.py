@@ -162,6 +162,12 @@ class Jobs:
         if not isinstance(seed, int):
             raise ApiError(400, "seed must be an integer", param="seed")
         suffix = body.get("suffix") or "sublearn"
+        meta = body.get("metadata")
+        if meta is not None and not (isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                                    for k, v in meta.items())):
+            raise ApiError(400, "metadata must be an object of string values", param="metadata")
+        if not isinstance(suffix, str) or len(suffix) > 64 or ":" in suffix:
+            raise ApiError(400, "suffix must be a string of at most 64 characters without ':'", param="suffix")
         jid = _new_id("ftjob")
         job = {"object": "fine_tuning.job", "id": jid, "model": model, "created_at": int(time.time()),
                "finished_at": None, "fine_tuned_model": None, "organization_id": "org-sublearn", "result_files": [],

@@ -64,6 +64,10 @@ class Registry:
 
         name, _, target = spec.partition("=") if "=" in spec else (spec, "", spec)
         path, _ = resolve(target, embedded.get(target) if embedded else None)
+        from ..backends.openai_api import is_api_dir
+
+        if is_api_dir(path):
+            raise UserError(f"{target} points at a model on an API server, not at weights; query that server")
         self.add(name, path)
         return name
 
