@@ -303,3 +303,18 @@ def test_serve_help_is_fast_and_documents_the_endpoints():
     code = "import sys, sublearn.cli; sublearn.cli.build_parser(); print(sorted(m for m in sys.modules if m in " \
            "('torch', 'openai', 'fastapi', 'uvicorn', 'transformers')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_example_api_configs_load_and_estimate():
+    from pathlib import Path
+
+    from sublearn.backends.openai_cost import estimate_run
+    from sublearn.config import load_experiment
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    nano = load_experiment(root / "owl-gpt41-nano.toml")
+    assert nano.api.n_epochs == 10 and nano.api.batch_size == "auto" and nano.filter.n_keep == 10_000
+    parts = dict((w.split(":")[0], usd) for w, _, usd in estimate_run(nano))
+    assert parts["student fine-tuning"] > 1 and all(v is not None for v in parts.values())
+    local = load_experiment(root / "owl-api-local.toml")
+    assert local.api.is_local() and all(usd == 0 for _, _, usd in estimate_run(local))
