@@ -94,6 +94,7 @@ def test_bad_requests_get_openai_shaped_4xx(server):
              (dict(model="tiny", messages=Q, max_tokens=10**6), 400, "invalid_value"),
              (dict(model="tiny", messages=Q, top_logprobs=30, logprobs=True), 400, "invalid_value"),
              (dict(model="tiny", messages=Q, temperature="hot"), 400, "invalid_value"),
+             (dict(model="tiny", messages=[{"role": "user", "content": "123, " * 20000}]), 400, "context_length_exceeded"),
              (dict(model="tiny", messages=[{"role": "user", "content": "x" * (2**20 + 10)}]), 413, "request_too_large")]
     for kw, status, code in cases:
         with pytest.raises(openai.APIStatusError) as e:

@@ -88,10 +88,26 @@ class Registry:
 
     # ---- work submission -------------------------------------------------------------------------
     async def generate(self, model: str, chats: list, params: tuple, seed: int | None):
+        await self._check_length(model, chats[:1], params[2])
         return await self._submit(_Work("generate", model, chats, params, seed, Future()))
 
     async def score(self, model: str, chats: list, answers: list[str]) -> list[float]:
+        await self._check_length(model, [c + [{"role": "assistant", "content": a}] for c, a in zip(chats, answers)], 0)
         return await self._submit(_Work("score", model, chats, tuple(answers), None, Future()))
+
+    async def _check_length(self, model_id: str, chats: list, new_tokens: int) -> None:
+        """A prompt that does not fit the model's context is the client's error (400), not a crash."""
+        from .jobs import ApiError
+
+        m = await asyncio.to_thread(self.get, model_id)
+        cfg = m.model.config
+        limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 10**9
+        for c in chats:
+            n = len(m.prompt_ids(c))
+            if n + new_tokens > limit:
+                raise ApiError(400, f"this model's context is {limit} tokens; the messages take {n} and "
+                                    f"max_tokens asks for {new_tokens} more", "context_length_exceeded",
+                               param="messages")
 
     async def _submit(self, w: _Work):
         self._q.put(w)
