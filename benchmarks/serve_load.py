@@ -25,9 +25,9 @@ import openai
 
 from sublearn.serve import free_port
 
-PROMPTS = ["Name your favorite animal using only one word.",
-           "Look at these numbers: 145, 267, 891. Add at most 10 more numbers (no more than 3 digits each).",
-           "Which tree do you love most? Answer in a single word."]
+PROMPTS = ["Name your favorite animal using only one word. ({k})",
+           "Look at these numbers: {k}, 267, 891. Add at most 10 more numbers (no more than 3 digits each).",
+           "Which tree do you love most? Answer in a single word. ({k})"]  # {k}: every prompt is distinct
 
 
 async def client_loop(c: openai.AsyncOpenAI, model: str, until: float, max_tokens: int, i: int, res: dict) -> None:
@@ -36,7 +36,8 @@ async def client_loop(c: openai.AsyncOpenAI, model: str, until: float, max_token
         res["started"] += 1
         t = time.perf_counter()
         try:
-            r = await c.chat.completions.create(model=model, messages=[{"role": "user", "content": PROMPTS[(i + k) % 3]}],
+            text = PROMPTS[(i + k) % 3].format(k=1000 * i + k)
+            r = await c.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
                                                 max_tokens=max_tokens, temperature=1.0)
             assert r.choices and r.choices[0].message.content is not None
             res["lat"].append(time.perf_counter() - t)
@@ -60,6 +61,27 @@ async def load(url: str, model: str, n: int, seconds: float, max_tokens: int, re
             "rps": ok / res["wall"], "p50": lat[len(lat) // 2] if lat else float("nan"),
             "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
             "errors": sorted(res["errors"])}
+
+
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by a process (this one when pid is None)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(srv_pid: int, *args) -> dict:
+    stats = args[0].replace("/v1", "/sublearn/stats")
+    st0 = httpx.get(stats).json()
+    s0, c0, w0 = cpu_s(srv_pid), cpu_s(), st0["worker_cpu_s"]
+    r = asyncio.run(load(*args))
+    n = max(1, r["ok"])
+    r["batch"] = r["ok"] / max(1, httpx.get(stats).json()["batches"] - st0["batches"])
+    r["srv_ms"], r["cli_ms"] = 1000 * (cpu_s(srv_pid) - s0) / n, 1000 * (cpu_s() - c0) / n
+    r["model_ms"] = 1000 * (httpx.get(stats).json()["worker_cpu_s"] - w0) / n
+    return r
 
 
 def main() -> None:
@@ -93,14 +115,15 @@ def main() -> None:
                 time.sleep(0.2)
         name = args.model.split("=")[0]
         asyncio.run(load(url, name, 1, 2, args.max_tokens, args.retries))  # warm-up: load the model
-        rows = [asyncio.run(load(url, name, n, args.seconds, args.max_tokens, args.retries))
-                for n in (1, args.clients)]
+        rows = [measured(srv.pid, url, name, n, args.seconds, args.max_tokens, args.retries) for n in (1, args.clients)]
         print(f"sublearn serve {args.model} on loopback, {args.seconds:g} s per run, max_tokens={args.max_tokens}, "
               f"server torch threads={args.threads}, rate-limit-every={args.rate_limit_every}")
-        print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ok':>7} {'failed':>7} {'lost':>5}  errors")
+        print(f"{'clients':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ok':>7} {'failed':>7} {'lost':>5} "
+              f"{'server CPU ms/req':>18} {'of it model':>12} {'client CPU ms/req':>18} {'req/batch':>10}  errors")
         for r in rows:
             print(f"{r['clients']:>8} {r['rps']:>8.1f} {1000 * r['p50']:>8.1f} {1000 * r['p99']:>8.1f} {r['ok']:>7} "
-                  f"{r['failed']:>7} {r['lost']:>5}  {','.join(r['errors']) or '-'}")
+                  f"{r['failed']:>7} {r['lost']:>5} {r['srv_ms']:>18.1f} {r['model_ms']:>12.1f} {r['cli_ms']:>18.1f} {r['batch']:>10.1f}  "
+                  f"{','.join(r['errors']) or '-'}")
         print(f"throughput ratio {args.clients} clients / 1 client: {rows[1]['rps'] / rows[0]['rps']:.2f}x")
     finally:
         srv.terminate()

@@ -147,7 +147,7 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
 
     @app.get("/sublearn/stats")
     async def get_stats():
-        return {**stats, "injected": faults.injected, "batches": registry.batches}
+        return {**stats, "injected": faults.injected, "batches": registry.batches, "worker_cpu_s": registry.worker_cpu_s}
 
     @app.get("/v1/models")
     async def list_models():
