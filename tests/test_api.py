@@ -256,7 +256,13 @@ n_questions = 4
 samples_per_question = 3
 """)
     out = tmp_path / "run"
-    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    faults(server, every=9, retry_after=0.05)  # every 9th request is rate-limited: the run must not notice
+    injected = stats(server)["injected"]
+    try:
+        assert main(["run", str(cfg), "--out", str(out)]) == 0
+    finally:
+        faults(server, every=0)
+    assert stats(server)["injected"] - injected >= 10
     res = json.loads((out / "results.json").read_text())
     assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "in-context"}
     assert res["conditions"]["teacher"]["prob"] > res["conditions"]["base"]["prob"]
