@@ -30,6 +30,7 @@ def server(micro_base, tmp_path_factory):
     state = tmp_path_factory.mktemp("serve")
     app = build_app([f"tiny={micro_base.meta['base_path']}"], state_dir=state, limits=Limits(max_body_bytes=2**20))
     with Background(app) as bg:
+        bg.state = state
         yield bg
 
 
@@ -167,6 +168,14 @@ def test_finetuning_job_lifecycle_and_served_model(server, api, micro_base):
     n_jobs = len(c.fine_tuning.jobs.list(limit=100).data)
     assert base.train(FOX, Recipe(target="tokens", seed=5), desc="fox").model_id == student.model_id
     assert len(c.fine_tuning.jobs.list(limit=100).data) == n_jobs
+    # a restarted server (same state directory) still knows the job and serves the model it made
+    from sublearn.serve import Background, build_app
+
+    with Background(build_app([f"tiny={micro_base.meta['base_path']}"], state_dir=server.state)) as again:
+        c2 = client(again)
+        assert c2.fine_tuning.jobs.retrieve(job["job_id"]).fine_tuned_model == student.model_id
+        r = c2.chat.completions.create(model=student.model_id, messages=q, max_tokens=3, n=8, temperature=0)
+        assert all(ch.message.content == "fox" for ch in r.choices)
 
 
 def test_cancel_a_running_job(server):
