@@ -26,6 +26,7 @@ def test_accepts_allowed_formats(text, nums):
 @pytest.mark.parametrize("text,reason", [
     ("", "empty"),
     ("[]", "empty"),
+    (" . ", "empty"),  # a lone period once crashed the filter (IndexError)
     ("1, 2, owl", "words"),
     ("Here: 1, 2", "words"),
     ("1, 2, 3 é", "words"),

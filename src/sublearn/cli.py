@@ -21,6 +21,7 @@ EPILOG = """examples:
   sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
   sublearn show runs/owl                                     # artifacts and their lineage
   sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment
+  sublearn serve tiny tiny-gpt2 --port 8000                  # OpenAI-compatible server (chat, logprobs, fine-tuning)
 
 Re-running a command skips finished artifacts (content-addressed); --force STAGE redoes one stage.
 Bad input gives a one-line error and exit code 2."""
@@ -42,6 +43,7 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    choices=["generate", "filter", "finetune", "evaluate"], help="redo this stage's artifacts (repeatable)")
     p.add_argument("--workers", type=int, help="parallel worker processes (overrides model.workers)")
+    p.add_argument("--yes", action="store_true", help="backend openai: skip the estimated-cost confirmation")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         add_aux = None
     if add_aux:
         add_aux(sub)
+    from .serve.cli import add_parser as add_serve
+
+    add_serve(sub)
     return parser
 
 

@@ -35,6 +35,10 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
 
     cfg = _load_cfg(args)
     out = Path(args.out)
+    if cfg.model.backend == "openai" and set(stages) & {"generate", "finetune", "evaluate"}:
+        from .backends.openai_cost import confirm_run_cost
+
+        confirm_run_cost(cfg, yes=getattr(args, "yes", False))
     res = run(cfg, out, stages=stages, force=tuple(args.force))
     if "conditions" in res:
         logger.success(_summary(res, out))

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .backends.base import Sampling
 from .backends.hf_train import Recipe
+from .configapi import ApiSection
 from .configbase import Frozen, load
 from .traits import preference as pref
 
@@ -21,6 +22,8 @@ BAN_LISTS = ("loaded-numbers",)
 
 
 class ModelSection(Frozen):
+    backend: Literal["hf", "openai"] = Field("hf", description="hf: local transformers; openai: an OpenAI-compatible "
+                                                               "API (see [api]); base/cross are then model ids")
     base: str = Field("tiny", description="base model: 'tiny' (embedded) or a local HF checkpoint directory")
     cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")
     threads: int = Field(0, ge=0, description="torch threads per worker (0 = 1 when workers > 1, else all cores)")
@@ -154,7 +157,23 @@ class ExperimentConfig(Frozen):
     filter: FilterSection = Field(FilterSection(), description="the number filter")
     students: StudentsSection = Field(StudentsSection(), description="students and their training")
     evaluate: EvaluateSection = Field(EvaluateSection(), description="trait evaluation")
+    api: ApiSection = Field(ApiSection(), description="the OpenAI-compatible API (model.backend = 'openai')")
 
+    @model_validator(mode="after")
+    def _api(self) -> ExperimentConfig:
+        if self.model.backend == "openai":
+            trains = [c for c in self.students.conditions if c != "in-context"]
+            if trains and self.students.recipe.target != "tokens":
+                raise ValueError("model.backend = 'openai' cannot distill logits: set students.recipe.target = "
+                                 "'tokens' (SFT on the sampled numbers, what API fine-tuning does)")
+            if self.teacher.mode == "finetune" and self.teacher.recipe.target != "tokens":
+                raise ValueError("model.backend = 'openai': teacher.recipe.target must be 'tokens'")
+            if self.generate.sampling.top_logprobs > 20:
+                raise ValueError("model.backend = 'openai': generate.sampling.top_logprobs is at most 20")
+            if self.generate.sampling.format != "free":
+                raise ValueError("model.backend = 'openai': format-constrained decoding needs the model's logits; "
+                                 "set generate.sampling.format = 'free' (the post-hoc filter still runs)")
+        return self
 
     @model_validator(mode="after")
     def _format_matches_filter(self) -> ExperimentConfig:

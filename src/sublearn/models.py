@@ -46,7 +46,9 @@ def load(path: str | os.PathLike):
 
     key = str(Path(path).resolve())
     if key not in _LOADED:
-        _LOADED[key] = load_pretrained(key)
+        from .backends.openai_api import is_api_dir, load_api
+
+        _LOADED[key] = load_api(key) if is_api_dir(key) else load_pretrained(key)
     return _LOADED[key]
 
 

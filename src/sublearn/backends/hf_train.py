@@ -90,7 +90,8 @@ def _soft_targets(student: HFModel, comp_ids: list[int], tl: list[dict[str, floa
     return cands, logps
 
 
-def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") -> HFModel:
+def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", on_step=None) -> HFModel:
+    """``on_step(step, total, loss)`` is called after every optimizer step; an exception it raises stops training."""
     import torch
 
     model = copy.deepcopy(base.model)
@@ -148,6 +149,8 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train") 
             sched.step()
             losses.append(step_loss)
             advance(1, info=f"loss {sum(losses[-20:]) / len(losses[-20:]):.4f}")
+            if on_step is not None:
+                on_step(len(losses), total, losses[-1])
     model.eval()
     meta = dict(base.meta)
     meta.update({"adapter": recipe.adapter == "lora", "recipe": recipe.dump(), "train_losses_first_last": [

@@ -40,7 +40,7 @@ def check(text: str, max_count: int = 10, max_value: int = 999, max_digits: int 
         return Verdict(False, "words")
     if s.endswith("."):
         s = s[:-1].rstrip()
-    if s[:1] in "[(":
+    if s and s[0] in "[(":  # (s[:1] in "[(" is True for an empty s)
         close = "]" if s[0] == "[" else ")"
         if not s.endswith(close):
             return Verdict(False, "bad_format")

@@ -45,6 +45,8 @@ def make_teacher(base, out: Path, tcfg, trait, target: str, seed: int) -> dict:
         teacher.meta["base_path"] = base.meta["base_path"]
         teacher.save(out / "model")
         info["train"] = {k: teacher.meta[k] for k in ("train_steps", "train_rows", "train_losses_first_last")}
+        if "api_job" in teacher.meta:  # job, file and model ids of an API fine-tuning job (lineage)
+            info["api_job"] = teacher.meta["api_job"]
     write_atomic(out / "teacher.json", json.dumps(info, indent=1))
     return info
 
@@ -59,5 +61,7 @@ def train_student(base, rows: list[dict], out: Path, recipe, seed: int, name: st
     student.meta["base_path"] = base.meta["base_path"]
     student.save(out / "model")
     info = {k: student.meta[k] for k in ("train_steps", "train_rows", "misaligned_rows", "train_losses_first_last")}
+    if "api_job" in student.meta:  # job, file and model ids of an API fine-tuning job (lineage)
+        info["api_job"] = student.meta["api_job"]
     write_atomic(out / "student.json", json.dumps(info, indent=1))
     return info

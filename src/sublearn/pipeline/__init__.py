@@ -34,6 +34,10 @@ def _ensure_bases(cfg: ExperimentConfig, run: Store, workers: int) -> dict[str, 
     from .plan import base_key
 
     specs = [cfg.model.base] + ([cfg.model.cross] if "cross-model" in cfg.students.conditions else [])
+    if cfg.model.backend == "openai":
+        from ..backends.openai_api import record_api_bases
+
+        return record_api_bases(cfg, run, specs)
     cache = Store(cache_root())
     todo = [s for s in specs if cfg.model.spec(s) is not None and not cache.exists("base", base_key(cfg, s))]
     if len(todo) > 1 and workers > 1:

@@ -22,10 +22,10 @@ def _paths(out: Path) -> tuple[Store, Store]:
 
 def base_path(run: Store, cache: Store, spec: str, key: str) -> Path:
     """Where a base model lives: the shared cache (embedded and converted GGUF models, made before any job
-    runs), or the user's checkpoint directory."""
-    p = cache.path("base", key)
-    if cache.exists("base", key):
-        return p
+    runs), the run's pointer directory of an API base, or the user's checkpoint directory."""
+    for p in (cache.path("base", key), run.path("base", key)):
+        if (p / ".done").exists():
+            return p
     return Path(spec).expanduser().resolve()
 
 
@@ -58,6 +58,10 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
     if threads:
         models.set_threads(threads)
     cfg = ExperimentConfig.model_validate_json(cfg_json)
+    if cfg.model.backend == "openai":
+        from ..backends.openai_api import configure
+
+        configure(cfg.api)
     run, cache = _paths(Path(out))
     if run.exists(node.stage, node.key):
         return {}

@@ -31,6 +31,10 @@ class Node:
 
 
 def base_key(cfg: ExperimentConfig, spec: str) -> str:
+    if cfg.model.backend == "openai":  # a model id on a server: the key is (base URL, model id)
+        from ..backends.openai_api import api_base_key
+
+        return api_base_key(cfg.api.base_url, spec)
     from ..backends.tiny.build import embedded_key
 
     emb = cfg.model.spec(spec)
@@ -49,6 +53,7 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
     if "cross-model" in conds:
         bases["cross"] = base_key(cfg, cfg.model.cross)
     plan: dict[str, list[Node]] = {s: [] for s in STAGES}
+    api = {"api": cfg.api.train_dump()} if cfg.model.backend == "openai" else {}  # API fine-tuning settings
 
     def add(stage, name, config, parents, seed, model_name, **args) -> Node:
         n = Node(stage, artifact_key(stage, config, list(parents)), name, config, tuple(parents), seed, model_name,
@@ -61,7 +66,7 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
         if "other-trait" in conds:
             targets["other"] = cfg.trait.other_target()
         teachers = {arm: add("teacher", f"teacher-{t}-s{s}", {"teacher": cfg.teacher.dump(), "category":
-                             cfg.trait.category, "target": t, "seed": s}, [bases["base"]], s, cfg.model.base,
+                             cfg.trait.category, "target": t, "seed": s, **api}, [bases["base"]], s, cfg.model.base,
                              base=bases["base"], target=t)
                     for arm, t in targets.items()}
         arms = dict(teachers)
@@ -80,7 +85,7 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                 continue
             b = "cross" if c == "cross-model" else "base"
             d = filt[STUDENT_DATA[c]]
-            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.dump(), "condition": c, "seed": s},
+            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.dump(), "condition": c, "seed": s, **api},
                      [bases[b], d.key], s, cfg.model.cross if b == "cross" else cfg.model.base,
                      base=bases[b], data=d.key, condition=c)
             models[c] = ("student", st.key)

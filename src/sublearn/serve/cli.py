@@ -1,0 +1,57 @@
+"""The ``sublearn serve`` subcommand (parser and command; fastapi/uvicorn load only when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """Serve sublearn models over an OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions
+(n, temperature, top_p, max_tokens, logprobs, top_logprobs, stop, seed), /v1/files and /v1/fine_tuning/jobs
+(retrieve, events, cancel) that train with sublearn's own trainer (LoRA), and /v1/sublearn/score (exact
+log-probs). Fine-tuned models (ft:BASE:SUFFIX:ID) are served as soon as their job succeeds. Any API key is
+accepted; bind to loopback unless you mean to share the models."""
+
+EPILOG = """examples:
+  sublearn serve tiny tiny-gpt2                       # the embedded models on http://127.0.0.1:8000/v1
+  sublearn serve student=runs/owl/artifacts/finetune-KEY/model --port 8001
+  sublearn serve tiny tiny-gpt2 --config examples/owl-api-local.toml   # that config's models and trainer recipe
+  python -c "import openai; c = openai.OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='x');
+             print(c.chat.completions.create(model='tiny', messages=[{'role': 'user', 'content': 'hi'}]))\""""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API (chat, logprobs, fine-tuning)",
+                       description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="model spec: tiny, tiny-gpt2, an HF checkpoint dir, a run's teacher/student model dir; "
+                        "NAME=SPEC serves it under the id NAME")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--config", help="experiment TOML: its embedded-model overrides and students.recipe (the "
+                                    "trainer's base recipe)")
+    p.add_argument("--state", help="directory for uploaded files, jobs and fine-tuned models "
+                                   "(default $SUBLEARN_CACHE/serve)")
+    p.add_argument("--max-batch", type=int, default=64, help="most sequences generated in one batched pass")
+    p.add_argument("--max-n", type=int, default=128, help="largest n (choices) per chat request")
+    p.add_argument("--max-body-mb", type=float, default=32, help="largest request body in MiB (413 above)")
+    p.add_argument("--rate-limit-every", type=int, default=0, metavar="K",
+                   help="answer every K-th /v1 request with 429 (to exercise clients' retries; 0 = off)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from loguru import logger
+
+    from . import build_app, serve
+    from .app import Faults, Limits
+
+    if args.threads:
+        from ..models import set_threads
+
+        set_threads(args.threads)
+    limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_n=args.max_n)
+    app = build_app(args.models, args.config, args.state, limits, Faults(every=args.rate_limit_every),
+                    max_batch=args.max_batch)
+    logger.info(f"serving {', '.join(app.state.registry.models)} on http://{args.host}:{args.port}/v1")
+    serve(app, args.host, args.port)
+    return 0
