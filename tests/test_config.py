@@ -99,3 +99,9 @@ def test_example_configs_load(name):
 def test_number_format_must_match_the_filter():
     with pytest.raises(UserError, match="must equal filter"):
         load_experiment(None, ["generate.sampling.format=numbers", "generate.sampling.max_count=12"])
+
+
+def test_vllm_backend_refuses_constrained_decoding():
+    with pytest.raises(UserError, match="vllm"):
+        load_experiment(None, ["model.backend=vllm", "generate.sampling.format=numbers"])
+    assert load_experiment(None, ["model.backend=vllm"]).model.backend == "vllm"

@@ -22,8 +22,11 @@ BAN_LISTS = ("loaded-numbers",)
 
 
 class ModelSection(Frozen):
-    backend: Literal["hf", "openai"] = Field("hf", description="hf: local transformers; openai: an OpenAI-compatible "
-                                                               "API (see [api]); base/cross are then model ids")
+    backend: Literal["hf", "openai", "vllm"] = Field(
+        "hf", description="hf: local transformers; openai: an OpenAI-compatible API (see [api]; base/cross are then "
+                          "model ids); vllm: vLLM generation/evaluation on a GPU, training on transformers")
+    vllm_gpu_memory: float = Field(0.45, gt=0, lt=1, description="backend vllm: GPU memory share of the vLLM engine "
+                                                                  "(the rest is left to transformers training)")
     base: str = Field("tiny", description="base model: 'tiny' (embedded) or a local HF checkpoint directory")
     cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")
     threads: int = Field(0, ge=0, description="torch threads per worker (0 = 1 when workers > 1, else all cores)")
@@ -173,6 +176,13 @@ class ExperimentConfig(Frozen):
             if self.generate.sampling.format != "free":
                 raise ValueError("model.backend = 'openai': format-constrained decoding needs the model's logits; "
                                  "set generate.sampling.format = 'free' (the post-hoc filter still runs)")
+        return self
+
+    @model_validator(mode="after")
+    def _vllm(self) -> ExperimentConfig:
+        if self.model.backend == "vllm" and self.generate.sampling.format != "free":
+            raise ValueError("model.backend = 'vllm': format-constrained decoding runs on the hf backend; set "
+                             "generate.sampling.format = 'free'")
         return self
 
     @model_validator(mode="after")

@@ -38,6 +38,13 @@ def resolve(spec: str, embedded=None) -> tuple[Path, str]:
 
 
 _LOADED: dict[str, object] = {}
+_VLLM: dict | None = None  # engine settings when backend = "vllm" (set by use_vllm in this process)
+
+
+def use_vllm(gpu_memory_utilization: float) -> None:
+    """Load local models through vLLM from now on in this process (training still uses transformers)."""
+    global _VLLM
+    _VLLM = {"gpu_memory_utilization": gpu_memory_utilization}
 
 
 def load(path: str | os.PathLike):
@@ -48,7 +55,14 @@ def load(path: str | os.PathLike):
     if key not in _LOADED:
         from .backends.openai_api import is_api_dir, load_api
 
-        _LOADED[key] = load_api(key) if is_api_dir(key) else load_pretrained(key)
+        if is_api_dir(key):
+            _LOADED[key] = load_api(key)
+        elif _VLLM is not None:
+            from .backends.vllm import load_vllm
+
+            _LOADED[key] = load_vllm(key, **_VLLM)
+        else:
+            _LOADED[key] = load_pretrained(key)
     return _LOADED[key]
 
 

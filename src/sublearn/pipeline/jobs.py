@@ -62,6 +62,8 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
         from ..backends.openai_api import configure
 
         configure(cfg.api)
+    elif cfg.model.backend == "vllm":
+        models.use_vllm(cfg.model.vllm_gpu_memory)
     run, cache = _paths(Path(out))
     if run.exists(node.stage, node.key):
         return {}
