@@ -152,3 +152,20 @@ def test_smollm2_converts_once_and_runs_the_backend(tmp_path):
     st.save(tmp_path / "a")
     assert load_pretrained(tmp_path / "a").score([chat], ["owl"])[0] == pytest.approx(st.score([chat], ["owl"])[0],
                                                                                         abs=1e-3)
+
+
+def test_worker_bars_send_start_advance_end_to_the_parent_queue():
+    import queue
+
+    from sublearn import progress
+
+    q = queue.Queue()
+    progress.forward_to(q)
+    try:
+        with progress.bar("generate", 3, "prompts") as advance:
+            advance(2, info="10 tok/s")
+    finally:
+        progress.forward_to(None)
+    events = [q.get_nowait() for _ in range(q.qsize())]
+    assert [e[0] for e in events] == ["start", "advance", "end"]
+    assert events[0][2:] == ("generate", 3, "prompts") and events[1][2:] == (2, "10 tok/s")
