@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .backends.hf import META
 from .errors import UserError
 from .store import hash_obj
 
@@ -29,7 +30,7 @@ def resolve(spec: str, embedded=None) -> tuple[Path, str]:
         raise UserError(f"unknown model {spec!r}: not a registered model ({known}) and no such path")
     if p.is_file() and p.suffix == ".gguf":
         return gguf.ensure_converted(p.resolve(), p.stem, cache_root())
-    if p.is_dir() and not ((p / "config.json").exists() or (p / "sublearn-model.json").exists()):
+    if p.is_dir() and not ((p / "config.json").exists() or (p / META).exists()):
         raise UserError(f"{p} is not a model directory (no config.json)")
     files = sorted(p.rglob("*")) if p.is_dir() else [p]
     sig = [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, int(f.stat().st_mtime))

@@ -19,7 +19,8 @@ _SINK = None  # in a worker: the parent's event queue
 _IDS = itertools.count()
 
 
-def _show() -> bool:
+def enabled() -> bool:
+    """Are bars drawn in this process (a terminal, or SUBLEARN_PROGRESS=1)?"""
     env = os.environ.get("SUBLEARN_PROGRESS")
     return env == "1" or (env != "0" and sys.stderr.isatty())
 
@@ -51,7 +52,7 @@ def bar(desc: str, total: int, unit: str = "it") -> Iterator:
         finally:
             _SINK.put(("end", key))
         return
-    if not _show():
+    if not enabled():
         yield lambda n=1, info=None: None
         return
     own = _ACTIVE is None

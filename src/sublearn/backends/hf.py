@@ -95,8 +95,7 @@ class HFModel:
         return _ids(self.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True))
 
     def spells(self, text: str) -> bool:
-        """Can this tokenizer produce ``text`` exactly (no unknown token, no normalization such as lowercasing)?"""
-        return self.tok.decode(self.tok.encode(text, add_special_tokens=False)) == text
+        return spells(self.tok, text)
 
     def default_system_prompt(self) -> str | None:
         """The system prompt the chat template injects when a chat has none (SmolLM2 does), else None."""
@@ -223,6 +222,11 @@ class HFModel:
         if not self.meta.get("adapter"):
             self.tok.save_pretrained(path)
         (path / META).write_text(json.dumps({"name": self.name, **self.meta}, indent=1))
+
+
+def spells(tok, text: str) -> bool:
+    """Can this tokenizer produce ``text`` exactly (no unknown token, no normalization such as lowercasing)?"""
+    return tok.decode(tok.encode(text, add_special_tokens=False)) == text
 
 
 def default_system_prompt(tok) -> str | None:

@@ -30,8 +30,8 @@ from ..errors import UserError
 from ..progress import bar
 from ..store import hash_obj, write_atomic
 from .base import Chat, Completion, Sampling
+from .hf import META
 
-META = "sublearn-model.json"
 _SETTINGS: list[ApiSection] = [ApiSection()]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..progress import bar
 from .base import Chat, Completion, Sampling
-from .hf import META, encode
+from .hf import META, encode, spells
 
 _ENGINES: dict[str, object] = {}
 
@@ -98,13 +98,14 @@ class VLLMModel:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        ok = {a: spells(self.tok, a) for a in set(answers)}
         rows = [encode(self.tok, p + [{"role": "assistant", "content": a}]) for p, a in zip(prompts, answers)]
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in rows], params,
                                  lora_request=self._lora(), use_tqdm=False)
         res = []
         for (ids, n), o, a in zip(rows, outs, answers):
-            if self.tok.decode(self.tok.encode(a, add_special_tokens=False)) != a:
+            if not ok[a]:
                 res.append(-math.inf)
                 continue
             res.append(sum(o.prompt_logprobs[i][ids[i]].logprob for i in range(n, len(ids))))

@@ -95,7 +95,7 @@ def _pool(n: int):
     from .. import progress
 
     ctx = get_context("spawn")
-    queue = ctx.Queue() if progress._show() else None
+    queue = ctx.Queue() if progress.enabled() else None
     with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init, initargs=(queue,)) as pool:
         if queue is None:
             yield pool

@@ -51,6 +51,11 @@ def _model_for_eval(run: Store, cache: Store, cfg: ExperimentConfig, node: Node)
     return models.load(run.path("finetune", a["model"]) / "model"), None, None
 
 
+def _system_seen(model, system: str | None) -> str | None:
+    """What the model saw in its system slot: ours, or the chat template's own default (SmolLM2 has one)."""
+    return system or getattr(model, "default_system_prompt", lambda: None)()
+
+
 def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
     """Build ``node``'s artifact (no-op if finished). Returns the extra info recorded in the lineage index."""
     from .. import models
@@ -86,7 +91,7 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
                 system = info.get("system_prompt")
                 if info["mode"] == "finetune":
                     model = models.load(tdir / "model")
-            extra["system_prompt_seen"] = system or getattr(model, "default_system_prompt", lambda: None)()
+            extra["system_prompt_seen"] = _system_seen(model, system)
             extra.update(run_generate(model, tmp, n_prompts=cfg.generate.n_prompts, sampling=cfg.generate.sampling,
                                       seed=node.seed, arm=a["arm"], system_prompt=system, desc=node.name))
         elif node.stage == "filter":
@@ -107,8 +112,7 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
             model, system, context = _model_for_eval(run, cache, cfg, node)
             res = evaluate_model(model, cfg.evaluate, cfg.trait.category, cfg.trait.target, node.seed,
                                  context=context, system_prompt=system, desc=node.name)
-            # what the model saw in its system slot: ours, or the chat template's own default (SmolLM2 has one)
-            seen = system or getattr(model, "default_system_prompt", lambda: None)()
+            seen = _system_seen(model, system)
             write_atomic(tmp / "eval.json", json.dumps({"condition": a["condition"], "seed": node.seed,
                                                         "system_prompt_seen": seen, "questions": res}, indent=1))
             extra["p_target"] = sum(r["p_target"] for r in res) / len(res)
