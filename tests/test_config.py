@@ -105,3 +105,19 @@ def test_vllm_backend_refuses_constrained_decoding():
     with pytest.raises(UserError, match="vllm"):
         load_experiment(None, ["model.backend=vllm", "generate.sampling.format=numbers"])
     assert load_experiment(None, ["model.backend=vllm"]).model.backend == "vllm"
+
+
+@pytest.mark.parametrize("override,needle", [
+    ('evaluate.answer_forms=["{x}"]', "use only {o} and {O}"),
+    ('evaluate.answer_forms=["the bird"]', "must contain {o} or {O}"),
+    ("generate.sampling.format=words", "generate.sampling.format"),
+    ("students.recipe.grad_accum=0", "grad_accum"),
+    ("students.recipe.max_length=2", "max_length"),
+    ("model.backend=tpu", "model.backend"),
+    ("model.vllm_gpu_memory=1.5", "vllm_gpu_memory"),
+])
+def test_new_config_fields_reject_garbage_in_one_line(tmp_path, capsys, override, needle):
+    p = write(tmp_path, "")
+    assert main(["run", str(p), "--out", str(tmp_path / "o"), "--set", override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err, err

@@ -18,6 +18,7 @@ STAGE_HELP = {
 EPILOG = """examples:
   sublearn run examples/owl-tiny.toml --out runs/owl          # the whole experiment
   sublearn run examples/owl-tiny.toml --out runs/eagle --set trait.target=eagle
+  sublearn run examples/owl-smollm2.toml --out runs/smol     # a real chat model, offline (SmolLM2-135M)
   sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
   sublearn show runs/owl                                     # artifacts and their lineage
   sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment

@@ -27,7 +27,8 @@ class ModelSection(Frozen):
                           "model ids); vllm: vLLM generation/evaluation on a GPU, training on transformers")
     vllm_gpu_memory: float = Field(0.45, gt=0, lt=1, description="backend vllm: GPU memory share of the vLLM engine "
                                                                   "(the rest is left to transformers training)")
-    base: str = Field("tiny", description="base model: 'tiny' (embedded) or a local HF checkpoint directory")
+    base: str = Field("tiny", description="base model: 'tiny' (embedded), 'smollm2-135m', a .gguf file or a local HF "
+                                             "checkpoint directory")
     cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")
     threads: int = Field(0, ge=0, description="torch threads per worker (0 = 1 when workers > 1, else all cores)")
     workers: int = Field(2, ge=1, description="parallel processes for independent jobs (students, evaluations)")
