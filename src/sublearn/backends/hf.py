@@ -124,7 +124,7 @@ class HFModel:
             for start in range(0, len(prompts), sampling.batch_size):
                 chunk = prompts[start : start + sampling.batch_size]
                 ids = [self.prompt_ids(c) for c in chunk]
-                batch = self._left_pad(ids)
+                batch = self.left_pad(ids)
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 extra = {"logits_processor": LogitsProcessorList([fmt.processor()])} if fmt else {}
                 res = self.model.generate(
@@ -161,7 +161,8 @@ class HFModel:
                 advance(len(chunk), info=f"{n_tok / max(1e-9, time.time() - t0):.0f} tok/s")
         return out
 
-    def _left_pad(self, ids: list[list[int]]):
+    def left_pad(self, ids: list[list[int]]):
+        """A left-padded batch (input_ids, attention_mask) on the model's device."""
         import torch
 
         L = max(len(x) for x in ids)

@@ -207,12 +207,9 @@ def chosen_logprobs(model, chats: list, comps: list) -> list[list[float]]:
         seqs.append(p + ids)
         starts.append(len(p))
     out: list[list[float]] = []
-    pad = model.tok.pad_token_id
     L = max(len(s) for s in seqs)
-    ids_t = torch.tensor([[pad] * (L - len(s)) + s for s in seqs])
-    mask = torch.tensor([[0] * (L - len(s)) + [1] * len(s) for s in seqs])
     with torch.no_grad():
-        lp = model.model(input_ids=ids_t, attention_mask=mask).logits.float().log_softmax(-1)
+        lp = model.model(**model.left_pad(seqs)).logits.float().log_softmax(-1)
     for b, (s, n0) in enumerate(zip(seqs, starts)):
         off = L - len(s)
         out.append([float(lp[b, off + t - 1, s[t]]) for t in range(n0, len(s))])
