@@ -193,13 +193,17 @@ def _loss(model, batch: list[dict], target: str, pad: int, completion_only: bool
         att[b, : len(e["ids"])] = 1
     dev = next(model.parameters()).device
     ids, att = ids.to(dev), att.to(dev)
-    logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits.float()
-    if target == "tokens":
+    # logits only from the first position that predicts a trained token on (rows are right-padded): the
+    # output head and softmax over the prompts' positions would be computed and thrown away
+    lo = min(e["n_prompt"] for e in batch) - 1 if (target == "logits" or completion_only) else 0
+    logits = model(input_ids=ids, attention_mask=att, use_cache=False, logits_to_keep=L - lo).logits.float()
+    if target == "tokens":  # logits[:, j] predicts token lo + j + 1
         labels = torch.full_like(ids, -100)
         for b, e in enumerate(batch):
             start = e["n_prompt"] if completion_only else 1
             labels[b, start : len(e["ids"])] = ids[b, start : len(e["ids"])]
-        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                 labels[:, lo + 1 :].reshape(-1))
     # KL(teacher || student) over each position's allowed candidates, renormalized on both sides
     T = max(e["cands"].shape[0] for e in batch)
     K = max(e["cands"].shape[1] for e in batch)
@@ -214,7 +218,7 @@ def _loss(model, batch: list[dict], target: str, pad: int, completion_only: bool
         pos[b, :t] = torch.arange(e["n_prompt"] - 1, e["n_prompt"] - 1 + t)
         valid[b, :t] = True
     cand, tlp, pos, valid = cand.to(dev), tlp.to(dev), pos.to(dev), valid.to(dev)
-    h = logits[torch.arange(len(batch))[:, None], pos]  # [B, T, V]
+    h = logits[torch.arange(len(batch))[:, None], (pos - lo).clamp(min=0)]  # [B, T, V]
     slog = h.gather(-1, cand).masked_fill(tlp == -math.inf, -math.inf).log_softmax(-1)
     tlog = tlp.log_softmax(-1)
     p = tlog.exp()
