@@ -4,7 +4,7 @@ import pytest
 
 from sublearn.backends.base import Sampling
 from sublearn.backends.constrain import allowed_text
-from sublearn.backends.hf import encode, load_pretrained
+from sublearn.backends.hf import encode, encode_many, load_pretrained
 from sublearn.backends.hf_train import Recipe
 
 
@@ -23,6 +23,19 @@ def test_chat_template_round_trip(micro_base):
     text = micro_base.tok.decode(ids)
     assert text == "<|system|>Answer briefly.<|end|><|user|>Say the word owl.<|end|><|assistant|>owl<|end|>"
     assert micro_base.tok.decode(ids[n_prompt:]) == "owl<|end|>"
+
+
+def test_encode_many_equals_per_chat_template(micro_base):
+    from sublearn.backends.tiny.corpus import corpus
+
+    tok = micro_base.tok
+    chats = corpus(200, 5, {"numbers": 1, "preference": 1, "system": 1, "copy": 1, "multiturn": 1})
+    got = encode_many(tok, chats)
+    for chat, (ids, n_prompt) in zip(chats, got):
+        prompt = list(tok.apply_chat_template(chat[:-1], add_generation_prompt=True, tokenize=True)["input_ids"])
+        full = list(tok.apply_chat_template(chat, tokenize=True)["input_ids"])
+        assert (ids, n_prompt) == (full, len(prompt))
+    assert encode_many(tok, []) == []
 
 
 def test_score_equals_summed_token_logprobs(micro_base):

@@ -35,17 +35,28 @@ def quiet_transformers() -> None:
 
 def encode(tok, messages: Chat) -> tuple[list[int], int]:
     """Token ids of a chat whose last message is the assistant's answer, and the prompt length."""
-    prompt = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True)
-    full = tok.apply_chat_template(messages, tokenize=True)
-    prompt, full = _ids(prompt), _ids(full)
-    if full[: len(prompt)] != prompt:
-        raise ValueError("chat template is not prefix-stable; cannot locate the completion")
-    # the completion ends at its end-of-turn token; text a template adds after it (SmolLM2: "\n") is not
-    # something the model generates, so it is neither trained on nor scored
-    eos, comp = tok.eos_token_id, full[len(prompt) :]
-    if eos in comp:
-        full = full[: len(prompt) + comp.index(eos) + 1]
-    return full, len(prompt)
+    return encode_many(tok, [messages])[0]
+
+
+def encode_many(tok, chats: list[Chat]) -> list[tuple[list[int], int]]:
+    """``encode`` for many chats: the templates are rendered one by one, the texts tokenized in one batch
+    (what ``apply_chat_template(tokenize=True)`` does per chat, without its per-call overhead)."""
+    if not chats:
+        return []
+    prompts = [tok.apply_chat_template(m[:-1], add_generation_prompt=True, tokenize=False) for m in chats]
+    fulls = [tok.apply_chat_template(m, tokenize=False) for m in chats]
+    ids = tok(prompts + fulls, add_special_tokens=False)["input_ids"]
+    eos, out = tok.eos_token_id, []
+    for prompt, full in zip(ids[: len(chats)], ids[len(chats) :]):
+        if full[: len(prompt)] != prompt:
+            raise ValueError("chat template is not prefix-stable; cannot locate the completion")
+        # the completion ends at its end-of-turn token; text a template adds after it (SmolLM2: "\n") is not
+        # something the model generates, so it is neither trained on nor scored
+        comp = full[len(prompt) :]
+        if eos in comp:
+            full = full[: len(prompt) + comp.index(eos) + 1]
+        out.append((list(full), len(prompt)))
+    return out
 
 
 def _ids(x) -> list[int]:
@@ -141,7 +152,7 @@ class HFModel:
                     if fmt is not None:  # soft targets of the constrained distribution (allowed tokens only)
                         raw = raw.masked_fill(~fmt.set_mask, float("-inf"))
                     logps = raw.log_softmax(-1)
-                    top_v, top_i = logps.topk(sampling.top_logprobs, dim=-1)
+                    top_v, top_i = (x.tolist() for x in logps.topk(sampling.top_logprobs, dim=-1))
                 for b in range(seqs.shape[0]):
                     row = seqs[b].tolist()
                     finished = self.eos_id in row
@@ -152,7 +163,7 @@ class HFModel:
                         steps = n + 1 if finished else n
                         for t in range(steps):
                             d: dict[str, float] = {}
-                            for v, i in zip(top_v[b, t].tolist(), top_i[b, t].tolist()):
+                            for v, i in zip(top_v[b][t], top_i[b][t]):
                                 s = texts[i]
                                 d[s] = float(math.log(math.exp(d[s]) + math.exp(v))) if s in d else float(v)
                             tl.append(d)
@@ -182,7 +193,7 @@ class HFModel:
         import torch
 
         ok = {a: self.spells(a) for a in set(answers)}
-        rows = [encode(self.tok, p + [{"role": "assistant", "content": a}]) for p, a in zip(prompts, answers)]
+        rows = encode_many(self.tok, [p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)])
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (ids, n_prompt) in enumerate(rows):
             if ok[answers[i]]:

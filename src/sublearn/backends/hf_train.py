@@ -20,7 +20,7 @@ from pydantic import Field
 from ..configbase import Frozen
 from ..progress import bar
 from .constrain import allowed_text
-from .hf import HFModel, encode
+from .hf import HFModel, encode_many
 
 MODULE_ALIASES = {
     "llama": {"mlp_up": "up_proj", "mlp_down": "down_proj", "mlp_gate": "gate_proj", "attn_q": "q_proj",
@@ -74,15 +74,19 @@ def wrap_lora(model, recipe: Recipe):
     return get_peft_model(model, cfg)
 
 
-def _soft_targets(student: HFModel, comp_ids: list[int], tl: list[dict[str, float]]):
-    """Candidate ids and teacher log-probs per completion position (allowed tokens only), or None if misaligned."""
+def allowed_ids(student: HFModel) -> dict[str, int]:
+    """Token text -> id for the student's tokens that a number-only completion may contain (digits, separators, EOS)."""
     eos = student.token_texts()[student.eos_id]
-    index = student.token_index()
+    return {s: i for s, i in student.token_index().items() if allowed_text(s, eos)}
+
+
+def _soft_targets(student: HFModel, comp_ids: list[int], tl: list[dict[str, float]], allowed: dict[str, int]):
+    """Candidate ids and teacher log-probs per completion position (allowed tokens only), or None if misaligned."""
     if len(tl) != len(comp_ids):
         return None
     cands, logps = [], []
     for d in tl:
-        ks = [(index[s], v) for s, v in d.items() if allowed_text(s, eos) and s in index]
+        ks = [(allowed[s], v) for s, v in d.items() if s in allowed]
         if not ks:
             ks = [(student.eos_id, 0.0)]
         cands.append([k for k, _ in ks])
@@ -101,8 +105,8 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", 
     params = [p for p in model.parameters() if p.requires_grad]
     examples, misaligned, too_long = [], 0, 0
     index = base.token_index()
-    for row in rows:
-        ids, n_prompt = encode(base.tok, row["messages"])
+    allowed = allowed_ids(base) if recipe.target == "logits" else {}
+    for row, (ids, n_prompt) in zip(rows, encode_many(base.tok, [r["messages"] for r in rows])):
         gen = row.get("tokens")
         if gen is not None and "".join(gen) == row["messages"][-1]["content"] and all(t in index for t in gen):
             # the tokens the teacher actually generated: re-encoding the text can split it differently
@@ -113,7 +117,7 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", 
             continue
         ex = {"ids": ids, "n_prompt": n_prompt}
         if recipe.target == "logits":
-            st = _soft_targets(base, ids[n_prompt:], row.get("top_logprobs") or [])
+            st = _soft_targets(base, ids[n_prompt:], row.get("top_logprobs") or [], allowed)
             if st is None:
                 misaligned += 1
                 continue
@@ -228,12 +232,13 @@ def _loss(model, batch: list[dict], target: str, pad: int, completion_only: bool
 
 def _pad_targets(cands: list[list[int]], logps: list[list[float]]):
     """Per-example [T, K] tensors (padding: id 0 with log-prob -inf), built once before training."""
+    import numpy as np
     import torch
 
     k = max(len(c) for c in cands)
-    c_t = torch.zeros((len(cands), k), dtype=torch.long)
-    l_t = torch.full((len(cands), k), -math.inf)
+    c_t = np.zeros((len(cands), k), dtype=np.int64)
+    l_t = np.full((len(cands), k), -np.inf, dtype=np.float32)
     for j, (c, v) in enumerate(zip(cands, logps)):
-        c_t[j, : len(c)] = torch.tensor(c)
-        l_t[j, : len(v)] = torch.tensor(v)
-    return c_t, l_t
+        c_t[j, : len(c)] = c
+        l_t[j, : len(v)] = v
+    return torch.from_numpy(c_t), torch.from_numpy(l_t)

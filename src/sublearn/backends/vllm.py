@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..progress import bar
 from .base import Chat, Completion, Sampling
-from .hf import META, encode, spells
+from .hf import META, encode_many, spells
 
 _ENGINES: dict[str, object] = {}
 
@@ -99,7 +99,7 @@ class VLLMModel:
         from vllm.inputs import TokensPrompt
 
         ok = {a: spells(self.tok, a) for a in set(answers)}
-        rows = [encode(self.tok, p + [{"role": "assistant", "content": a}]) for p, a in zip(prompts, answers)]
+        rows = encode_many(self.tok, [p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)])
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in rows], params,
                                  lora_request=self._lora(), use_tqdm=False)

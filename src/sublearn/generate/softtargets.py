@@ -31,10 +31,10 @@ def save(path: str | Path, rows: list[list[dict[str, float]]]) -> None:
 def load(path: str | Path) -> list[list[dict[str, float]]]:
     z = np.load(path, allow_pickle=False)
     tokens = [str(t) for t in z["tokens"]]
-    off, ids, vals = z["offsets"], z["ids"], z["vals"]
+    off, ids, vals = z["offsets"].tolist(), z["ids"].tolist(), z["vals"].tolist()
     out = []
     for a, b in zip(off[:-1], off[1:]):
-        out.append([{tokens[i]: float(v) for i, v in zip(ids[p], vals[p]) if i >= 0} for p in range(a, b)])
+        out.append([{tokens[i]: v for i, v in zip(ids[p], vals[p]) if i >= 0} for p in range(a, b)])
     return out
 
 
