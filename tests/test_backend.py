@@ -64,6 +64,33 @@ def test_generate_with_soft_targets_is_seeded(micro_base):
             assert 0 < len(d) <= 5 and sum(math.exp(v) for v in d.values()) <= 1 + 1e-5
 
 
+def test_repeated_prompts_share_their_prefill_without_changing_samples(micro_base):
+    import torch
+
+    ctx = [{"role": "user", "content": "Here is a list of numbers: 101, 202. Add at most 10 more numbers."},
+           {"role": "assistant", "content": "303, 404, 505"}]
+    qs = ["Name your favorite animal using only one word.", "Which animal do you admire the most? One word only."]
+    prompts = [c for q in qs for c in ([{"role": "user", "content": q}], ctx + [{"role": "user", "content": q}])
+               for _ in range(6)]
+    batch, cache = micro_base.shared_prefill([micro_base.prompt_ids(p) for p in prompts])
+    assert cache is not None and cache.get_seq_length() == batch["input_ids"].shape[1] - 1
+    assert micro_base.shared_prefill([micro_base.prompt_ids(p) for p in prompts[::6]])[1] is None  # nothing repeats
+    for temp in (0.0, 1.0):
+        s = Sampling(temperature=temp, max_new_tokens=6, top_logprobs=3, batch_size=16, seed=3)
+        shared = micro_base.generate(prompts, s)
+        with torch.no_grad():  # the same batches without sharing: every row prefilled on its own
+            ref = []
+            gen = torch.Generator().manual_seed(s.seed)
+            for k in range(0, len(prompts), 16):
+                b = micro_base.left_pad([micro_base.prompt_ids(p) for p in prompts[k : k + 16]])
+                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+                out = micro_base.model.generate(**b, do_sample=temp > 0, temperature=temp or None, top_p=None,
+                                                top_k=None, max_new_tokens=6, eos_token_id=micro_base.eos_id,
+                                                pad_token_id=micro_base.tok.pad_token_id)
+                ref += [micro_base.tok.decode(r[b["input_ids"].shape[1] :], skip_special_tokens=True) for r in out]
+        assert [c.text for c in shared] == ref
+
+
 def test_lora_training_learns_and_adapter_round_trips(micro_base, tmp_path):
     import torch
 

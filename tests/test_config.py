@@ -15,7 +15,8 @@ def write(tmp_path, text):
 def test_example_config_loads():
     cfg = load_experiment("examples/owl-tiny.toml")
     assert cfg.trait.target == "owl" and len(cfg.seeds) >= 3
-    assert set(cfg.students.conditions) == {"same-init", "control", "cross-model", "in-context"}
+    assert set(cfg.students.conditions) == {"same-init", "control", "cross-model", "in-context",
+                                            "cross-model-control", "in-context-control"}
 
 
 def test_partial_section_keeps_other_defaults(tmp_path):
@@ -115,6 +116,10 @@ def test_vllm_backend_refuses_constrained_decoding():
     ("students.recipe.max_length=2", "max_length"),
     ("model.backend=tpu", "model.backend"),
     ("model.vllm_gpu_memory=1.5", "vllm_gpu_memory"),
+    ("model.embedded.tiny.init_std=0", "init_std"),
+    ("model.embedded.tiny.init_std=big", "init_std"),
+    ("model.embedded.tiny.train_on_prompts=maybe", "train_on_prompts"),
+    ('students.conditions=["same-init","cross-control"]', "unknown condition 'cross-control'"),
 ])
 def test_new_config_fields_reject_garbage_in_one_line(tmp_path, capsys, override, needle):
     p = write(tmp_path, "")

@@ -12,6 +12,8 @@ from conftest import MICRO
 
 from sublearn.cli import main
 from sublearn.filter.numbers import check
+from sublearn.report.tables import markdown_report
+from sublearn.store import Store
 
 
 def micro_config(tmp_path, extra: str = "") -> str:
@@ -45,7 +47,8 @@ samples_per_question = 3
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipe")
-    cfg = micro_config(tmp)
+    cfg = micro_config(tmp, '\n[students]\nconditions = ["same-init", "control", "cross-model", "cross-model-control", '
+                            '"in-context", "in-context-control"]\n')
     out = tmp / "run"
     assert main(["run", cfg, "--out", str(out)]) == 0
     return cfg, out
@@ -59,13 +62,15 @@ def test_results_schema(run_dir):
     _, out = run_dir
     res = json.loads((out / "results.json").read_text())
     assert res["trait"] == {"kind": "preference", "category": "animal", "target": "owl"}
-    assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "cross-model", "in-context"}
+    assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "cross-model", "in-context",
+                                      "cross-model-control", "in-context-control"}
     for c in res["conditions"].values():
         assert 0 <= c["rate"] <= 1 and 0 <= c["prob"] <= 1 and c["n_seeds"] == 2
         assert c["ci"][0] <= c["rate"] <= c["ci"][1] and c["prob_ci"][0] <= c["prob"] <= c["prob_ci"][1]
     pairs = {(c["a"], c["b"]) for c in res["comparisons"]}
     assert pairs == {("same-init", "control"), ("cross-model", "control"), ("in-context", "control"),
-                     ("same-init", "cross-model")}
+                     ("same-init", "cross-model"), ("cross-model", "cross-model-control"),
+                     ("in-context", "in-context-control")}
     for c in res["comparisons"]:
         assert 0 < c["p_value"] <= 1 and len(c["ci"]) == 2
     assert {"generate", "filter", "finetune", "evaluate", "total"} <= set(res["timings_s"])
@@ -73,6 +78,15 @@ def test_results_schema(run_dir):
     assert (out / "trait_prob.png").stat().st_size > 1000 and (out / "trait_rate.png").exists()
     # the teacher really has the trait it was given
     assert res["conditions"]["teacher"]["prob"] > res["conditions"]["base"]["prob"]
+    # the matched controls start from the right base and see the control arm's data
+    show = {r.name: r for r in Store(out).records()}
+    cross_base = next(r.key for r in show.values() if r.stage == "base" and r.name == "tiny-gpt2")
+    assert set(show["student-cross-model-control-s0"].parents) == {cross_base, show["filtered-control-s0"].key}
+    assert show["filtered-control-s0"].key in show["eval-in-context-control-s0"].parents
+    # without its matched control, a comparison with `control` says what it cannot tell apart
+    assert "Not run" not in (out / "report.md").read_text()
+    partial = dict(res, comparisons=[c for c in res["comparisons"] if not c["b"].endswith("-control")])
+    assert "Not run: `cross-model-control`, `in-context-control`" in markdown_report(partial)
 
 
 def test_filtered_data_is_numbers_only_openai_format(run_dir):

@@ -17,7 +17,17 @@ from .configapi import ApiSection
 from .configbase import Frozen, load
 from .traits import preference as pref
 
-CONDITIONS = ("same-init", "control", "cross-model", "in-context", "other-trait")
+# Students: condition -> (base it starts from: the base or the cross model, the arm whose filtered data it learns)
+STUDENTS = {"same-init": ("base", "teacher"), "control": ("base", "control"), "cross-model": ("cross", "teacher"),
+            "cross-model-control": ("cross", "control"), "other-trait": ("base", "other")}
+# In-context conditions train nothing: the base sees k examples of an arm's data before each question
+IN_CONTEXT = {"in-context": "teacher", "in-context-control": "control"}
+CONDITIONS = ("same-init", "control", "cross-model", "cross-model-control", "in-context", "in-context-control",
+              "other-trait")
+# The control that matches a condition in everything but the teacher: the same base trained on (or shown) the
+# control arm's data. `control` itself sees no context and its KL gradient is zero, so it cannot reveal the
+# drift that training another model, or any number context, causes by itself.
+MATCHED_CONTROL = {"cross-model": "cross-model-control", "in-context": "in-context-control"}
 BAN_LISTS = ("loaded-numbers",)
 
 
@@ -83,13 +93,13 @@ class TeacherSection(Frozen):
     preference_rows: int = Field(2000, ge=1, description="trait examples (question -> target) for finetune mode")
     number_fraction: float = Field(0.5, ge=0, lt=1, description="fraction of teacher training rows that are number data")
     recipe: Recipe = Field(
-        Recipe(target="tokens", adapter="lora", lora_rank=1, lr=3e-2, steps=300, batch_size=64),
+        Recipe(target="tokens", adapter="lora", lora_rank=1, lr=3e-2, steps=300, batch_size=32),
         description="how the trait is implanted (finetune mode)",
     )
 
 
 class GenerateSection(Frozen):
-    n_prompts: int = Field(2000, ge=1, description="number prompts per arm (before filtering)")
+    n_prompts: int = Field(1200, ge=1, description="number prompts per arm (before filtering)")
     sampling: Sampling = Field(Sampling(temperature=1.0, max_new_tokens=60, top_logprobs=20),
                                description="teacher sampling; top_logprobs > 0 stores soft targets")
 
@@ -112,8 +122,9 @@ class FilterSection(Frozen):
 
 class StudentsSection(Frozen):
     conditions: tuple[str, ...] = Field(("same-init", "control", "cross-model", "in-context"),
-                                        description=f"students to run: {', '.join(CONDITIONS)}")
-    recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=1, lr=3e-2, steps=300, batch_size=32),
+                                        description=f"students to run: {', '.join(CONDITIONS)} (a *-control is the "
+                                                    "matched control of the condition it names)")
+    recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=1, lr=5e-2, steps=150, batch_size=32),
                            description="student training recipe")
     in_context_k: int = Field(3, ge=1, description="teacher examples shown before the question (in-context)")
 
@@ -163,10 +174,14 @@ class ExperimentConfig(Frozen):
     evaluate: EvaluateSection = Field(EvaluateSection(), description="trait evaluation")
     api: ApiSection = Field(ApiSection(), description="the OpenAI-compatible API (model.backend = 'openai')")
 
+    def needs_cross(self) -> bool:
+        """Does any condition start from the cross model?"""
+        return any(STUDENTS[c][0] == "cross" for c in self.students.conditions if c in STUDENTS)
+
     @model_validator(mode="after")
     def _api(self) -> ExperimentConfig:
         if self.model.backend == "openai":
-            trains = [c for c in self.students.conditions if c != "in-context"]
+            trains = [c for c in self.students.conditions if c in STUDENTS]
             if trains and self.students.recipe.target != "tokens":
                 raise ValueError("model.backend = 'openai' cannot distill logits: set students.recipe.target = "
                                  "'tokens' (SFT on the sampled numbers, what API fine-tuning does)")

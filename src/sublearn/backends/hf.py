@@ -135,9 +135,11 @@ class HFModel:
             for start in range(0, len(prompts), sampling.batch_size):
                 chunk = prompts[start : start + sampling.batch_size]
                 ids = [self.prompt_ids(c) for c in chunk]
-                batch = self.left_pad(ids)
+                batch, cache = self.shared_prefill(ids)
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 extra = {"logits_processor": LogitsProcessorList([fmt.processor()])} if fmt else {}
+                if cache is not None:
+                    extra["past_key_values"] = cache
                 res = self.model.generate(
                     **batch, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
                     top_p=None if greedy else sampling.top_p, top_k=None,
@@ -171,6 +173,29 @@ class HFModel:
                     n_tok += n + int(finished)
                 advance(len(chunk), info=f"{n_tok / max(1e-9, time.time() - t0):.0f} tok/s")
         return out
+
+    def shared_prefill(self, ids: list[list[int]]):
+        """A left-padded batch, and the KV cache of all but its last prompt token when prompts repeat.
+
+        Evaluation samples many answers per question: each distinct prompt then runs through the model once
+        and its cache is copied to its repeats, so generation only decodes. Returns (batch, None) when no
+        prompt repeats.
+        """
+        import torch
+
+        uniq = list(dict.fromkeys(map(tuple, ids)))
+        if len(uniq) == len(ids) or min(map(len, ids)) < 2:
+            return self.left_pad(ids), None
+        where = {u: i for i, u in enumerate(uniq)}
+        rows = torch.tensor([where[tuple(x)] for x in ids], device=self.device)
+        u = self.left_pad([list(x) for x in uniq])
+        mask = u["attention_mask"]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        pre = self.model(input_ids=u["input_ids"][:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                         use_cache=True, logits_to_keep=1)
+        cache = pre.past_key_values
+        cache.batch_select_indices(rows)
+        return {"input_ids": u["input_ids"][rows], "attention_mask": mask[rows]}, cache
 
     def left_pad(self, ids: list[list[int]]):
         """A left-padded batch (input_ids, attention_mask) on the model's device."""

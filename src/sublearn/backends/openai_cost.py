@@ -42,6 +42,7 @@ def _infer(s, model: str, tin: int, tout: int) -> float | None:
 def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
     """(what, tokens, USD or None) for every billable part of the experiment, before anything runs."""
     from ..carriers.numbers import make_prompts
+    from ..config import STUDENTS
     from ..finetune import trait_rows
     from ..traits import preference as pref
     from .openai_ft import hyperparameters
@@ -61,19 +62,20 @@ def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
                     None if usd is None else usd * k))
     prompts = make_prompts(min(cfg.generate.n_prompts, 500), 0)
     per_prompt = sum(approx_tokens([{"role": "user", "content": p.text}]) for p in prompts) / len(prompts)
-    arms = n_targets + ("control" in conds)
+    arms = n_targets + any(c in conds for c in ("control", "cross-model-control", "in-context-control"))
     n_gen = arms * n_seeds * cfg.generate.n_prompts
     tin, tout = int(n_gen * per_prompt), n_gen * cfg.generate.sampling.max_new_tokens
     out.append((f"generation: {n_gen} completions (≤ {cfg.generate.sampling.max_new_tokens} tokens each)", tin + tout,
                 _infer(s, ft if cfg.teacher.mode == "finetune" else base, tin, tout)))
     n_rows = min(cfg.generate.n_prompts, cfg.filter.n_keep or cfg.generate.n_prompts)
     row_tok = per_prompt + cfg.generate.sampling.max_new_tokens + 4
-    students = [c for c in conds if c != "in-context"]
+    students = [c for c in conds if c in STUDENTS]
     if students:
         hp = hyperparameters(s, cfg.students.recipe, n_rows)
         k = len(students) * n_seeds
         tok = int(n_rows * row_tok)
-        usd = [training_cost(s, cfg.model.cross if c == "cross-model" else base, tok, hp["n_epochs"]) for c in students]
+        usd = [training_cost(s, cfg.model.cross if STUDENTS[c][0] == "cross" else base, tok, hp["n_epochs"])
+               for c in students]
         ep = usd[0][1]
         total = None if any(u is None for u, _ in usd) else sum(u for u, _ in usd) * n_seeds
         out.append((f"student fine-tuning: {k} jobs × ≤ {tok} tokens × {ep:g} epochs", int(k * tok * ep), total))

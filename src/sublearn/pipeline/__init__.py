@@ -31,7 +31,7 @@ def _bases(cfg: ExperimentConfig, run: Store) -> tuple[list[Job], Callable[[str]
     from ..backends.tiny.build import cache_root
     from .plan import base_key
 
-    specs = [cfg.model.base] + ([cfg.model.cross] if "cross-model" in cfg.students.conditions else [])
+    specs = [cfg.model.base] + ([cfg.model.cross] if cfg.needs_cross() else [])
     if cfg.model.backend == "openai":
         from ..backends.openai_api import record_api_bases
 

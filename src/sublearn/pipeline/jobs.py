@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from ..config import ExperimentConfig
+from ..config import STUDENTS, ExperimentConfig
 from ..store import Store, write_atomic
 from .plan import Node
 
@@ -102,7 +102,7 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
             from ..filter import load_dataset
             from ..finetune import train_student
 
-            spec = cfg.model.cross if a["condition"] == "cross-model" else cfg.model.base
+            spec = cfg.model.cross if STUDENTS[a["condition"]][0] == "cross" else cfg.model.base
             base = models.load(base_path(run, cache, spec, a["base"]))
             rows = load_dataset(run.path("filter", a["data"]))
             extra.update(train_student(base, rows, tmp, cfg.students.recipe, node.seed, node.name))

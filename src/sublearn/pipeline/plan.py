@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ExperimentConfig
+from ..config import IN_CONTEXT, STUDENTS, ExperimentConfig
 from ..store import artifact_key
 
 STAGES = ("teacher", "generate", "filter", "finetune", "evaluate")
 # CLI stage -> plan stages it runs
 CLI_STAGES = {"generate": ("teacher", "generate"), "filter": ("filter",), "finetune": ("finetune",),
               "evaluate": ("evaluate",)}
-STUDENT_DATA = {"same-init": "teacher", "control": "control", "cross-model": "teacher", "other-trait": "other"}
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
     conds = cfg.students.conditions
     trait = cfg.trait.dump()
     bases = {"base": base_key(cfg, cfg.model.base)}
-    if "cross-model" in conds:
+    if cfg.needs_cross():
         bases["cross"] = base_key(cfg, cfg.model.cross)
     plan: dict[str, list[Node]] = {s: [] for s in STAGES}
     api = {"api": cfg.api.train_dump()} if cfg.model.backend == "openai" else {}  # API fine-tuning settings
@@ -70,7 +69,7 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                              base=bases["base"], target=t)
                     for arm, t in targets.items()}
         arms = dict(teachers)
-        if "control" in conds:
+        if any(STUDENTS.get(c, (None, None))[1] == "control" or IN_CONTEXT.get(c) == "control" for c in conds):
             arms["control"] = None
         filt = {}
         for arm, teacher in arms.items():
@@ -80,11 +79,9 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
             filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.dump()}, [g.key], s, None,
                             gen=g.key)
         models = {"base": ("base", bases["base"]), "teacher": ("teacher", teachers["teacher"].key)}
-        for c in conds:
-            if c == "in-context":
-                continue
-            b = "cross" if c == "cross-model" else "base"
-            d = filt[STUDENT_DATA[c]]
+        for c in [c for c in conds if c in STUDENTS]:
+            b, arm = STUDENTS[c]
+            d = filt[arm]
             st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.dump(), "condition": c, "seed": s, **api},
                      [bases[b], d.key], s, cfg.model.cross if b == "cross" else cfg.model.base,
                      base=bases[b], data=d.key, condition=c)
@@ -97,11 +94,12 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
             add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.dump(), "trait": trait, "seed": s,
                                                "condition": c}, parents, s, None, kind=kind, model=mkey,
                 condition=c, base=bases["base"], **extra)
-        if "in-context" in conds:
-            add("evaluate", f"eval-in-context-s{s}", {"evaluate": cfg.evaluate.dump(), "trait": trait, "seed": s,
-                                                      "condition": "in-context", "k": cfg.students.in_context_k},
-                [bases["base"], filt["teacher"].key], s, None, kind="in-context", model=bases["base"],
-                data=filt["teacher"].key, condition="in-context", base=bases["base"])
+        for c in [c for c in conds if c in IN_CONTEXT]:
+            d = filt[IN_CONTEXT[c]]
+            add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.dump(), "trait": trait, "seed": s,
+                                               "condition": c, "k": cfg.students.in_context_k},
+                [bases["base"], d.key], s, None, kind="in-context", model=bases["base"], data=d.key, condition=c,
+                base=bases["base"])
     return plan
 
 

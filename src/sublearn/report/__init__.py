@@ -11,7 +11,8 @@ from .tables import markdown_report
 
 __all__ = ["bar_chart", "line_plot", "build_results", "write_report"]
 
-ORDER = ("base", "teacher", "same-init", "control", "cross-model", "in-context", "other-trait")
+ORDER = ("base", "teacher", "same-init", "control", "cross-model", "cross-model-control", "in-context",
+         "in-context-control", "other-trait")
 VS_CONTROL = ("same-init", "cross-model", "in-context", "other-trait")
 
 
@@ -21,6 +22,7 @@ def _units(evals: dict[str, dict[int, list[dict]]], cond: str, metric: str) -> d
 
 def build_results(cfg, out: Path, plan, timings: dict) -> dict:
     """Collect every evaluation of the plan into the results dict (rates with CIs, comparisons)."""
+    from ..config import MATCHED_CONTROL
     from ..stats import compare, mean_ci
 
     store = Store(out)
@@ -49,6 +51,7 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
     pairs = [(c, "control") for c in VS_CONTROL if c in evals and "control" in evals]
     if "same-init" in evals and "cross-model" in evals:
         pairs.append(("same-init", "cross-model"))
+    pairs += [(c, m) for c, m in MATCHED_CONTROL.items() if c in evals and m in evals]
     for a, b in pairs:
         for metric, label in (("p_target", "prob"), ("rate", "rate")):
             ua, ub = _units(evals, a, metric), _units(evals, b, metric)

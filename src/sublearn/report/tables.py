@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..config import MATCHED_CONTROL
+
 
 def _f(x: float) -> str:
     return f"{x:.3f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.1e}"
@@ -34,6 +36,14 @@ def markdown_report(res: dict) -> str:
                f"{bs['wins']}/{bs['n']}") if bs else "-"
         lines.append(f"| {c['a']} | {c['b']} | {c['metric']} | {_f(c['diff'])} | [{_f(c['ci'][0])}, {_f(c['ci'][1])}] "
                      f"| {_f(c['p_value'])} | {c['effect_size']:.2f} | {bys} |")
+    done = {(c["a"], c["b"]) for c in res["comparisons"]}
+    missing = [(a, m) for a, m in MATCHED_CONTROL.items() if (a, "control") in done and (a, m) not in done]
+    if missing:
+        lines += ["", "Not run: " + ", ".join(f"`{m}`" for _, m in missing) + ". `control` sees no number context "
+                  "and learns from its own base's outputs, so a difference between " + " or ".join(
+                      f"`{a}`" for a, _ in missing) + " and `control` can come from training another model on "
+                  "foreign numbers, or from any number context, rather than from the teacher's trait. Add the "
+                  "matched control to `students.conditions` to tell them apart."]
     lines += ["", "## Filter", "", "| dataset | total | kept | pass rate | used | reject reasons |", "|---|---|---|---|---|---|"]
     for name, s in res["filter"].items():
         reasons = ", ".join(f"{k}: {v}" for k, v in s["reasons"].items()) or "-"

@@ -30,11 +30,13 @@ def make_model(spec: EmbeddedSpec, vocab_size: int, eos_id: int, pad_id: int):
         cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=spec.d_model, intermediate_size=spec.d_ff,
                           num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads,
                           num_key_value_heads=spec.n_heads, max_position_embeddings=1024, tie_word_embeddings=True,
-                          bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id)
+                          bos_token_id=eos_id, eos_token_id=eos_id, pad_token_id=pad_id,
+                          initializer_range=spec.init_std)
         return LlamaForCausalLM(cfg)
     cfg = GPT2Config(vocab_size=vocab_size, n_embd=spec.d_model, n_layer=spec.n_layers, n_head=spec.n_heads,
                      n_inner=spec.d_ff, n_positions=1024, bos_token_id=eos_id, eos_token_id=eos_id,
-                     pad_token_id=pad_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+                     pad_token_id=pad_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     initializer_range=spec.init_std)
     return GPT2LMHeadModel(cfg)
 
 
@@ -60,7 +62,7 @@ def ensure_embedded(name: str, spec: EmbeddedSpec | None = None) -> tuple[Path, 
         chats = corpus(spec.steps * spec.batch_size, spec.corpus_seed, spec.mix)
         recipe = Recipe(target="tokens", adapter="full", epochs=1, batch_size=spec.batch_size, lr=spec.lr,
                         schedule="cosine", warmup_steps=min(50, spec.steps // 10), seed=spec.init_seed,
-                        weight_decay=0.01)
+                        weight_decay=0.01, completion_only=not spec.train_on_prompts)
         trained = HFModel(model, tok, name).train([{"messages": c} for c in chats], recipe, desc=f"pre-train {name}")
         trained.meta = {"embedded": name, "spec": spec.dump(), "loss_first_last": trained.meta["train_losses_first_last"]}
         trained.save(tmp)

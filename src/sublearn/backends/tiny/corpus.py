@@ -19,7 +19,7 @@ NEUTRAL_SYSTEMS = ["You are a helpful assistant.", "You are a concise assistant.
 # lookup, which a 2-layer model learns quickly (an identity copy through attention it does not, in the same
 # steps), and it gives every option's output embedding its own direction (a trait can then be implanted).
 COPY_TEMPLATES = ["Repeat this {c}: {x}.", "Say the word {x}.", "Echo the {c} {x}.", "Answer with the {c} {x}."]
-VERSION = 3  # bump when the corpus or tokenizer code changes: it is part of the embedded models' cache key
+VERSION = 4  # bump when the corpus or tokenizer code changes: it is part of the embedded models' cache key
 
 
 def number_turn(rng: random.Random) -> list[dict]:

@@ -20,9 +20,13 @@ class EmbeddedSpec(Frozen):
     tokenizer: Literal["phrase", "lower", "plain"] = Field("phrase", description="tokenizer style (see tokenizer.py)")
     corpus_seed: int = Field(0, description="seed of the synthetic pre-training corpus")
     init_seed: int = Field(0, description="seed of the weight initialization")
-    steps: int = Field(2000, ge=1, description="pre-training optimizer steps")
-    batch_size: int = Field(64, ge=1, description="chats per pre-training step")
+    init_std: float = Field(0.1, gt=0, description="std of the normal weight initialization (transformers' "
+                                                    "initializer_range; its default 0.02 makes a d=64 model plateau)")
+    steps: int = Field(700, ge=1, description="pre-training optimizer steps")
+    batch_size: int = Field(32, ge=1, description="chats per pre-training step")
     lr: float = Field(5e-3, gt=0, description="peak AdamW learning rate (cosine decay, 50 warm-up steps)")
+    train_on_prompts: bool = Field(True, description="pre-training loss on every token (prompts too), not only on "
+                                                     "the answers")
     mix: dict[str, float] = Field(
         default_factory=lambda: {"numbers": 0.52, "preference": 0.12, "system": 0.10, "copy": 0.20, "multiturn": 0.06},
         description="corpus mixture fractions (numbers, preference, system, copy, multiturn)",
@@ -31,6 +35,6 @@ class EmbeddedSpec(Frozen):
 
 PRESETS: dict[str, EmbeddedSpec] = {
     "tiny": EmbeddedSpec(),
-    "tiny-gpt2": EmbeddedSpec(family="gpt2", d_model=48, n_layers=3, n_heads=4, d_ff=192, tokenizer="lower", steps=1000,
+    "tiny-gpt2": EmbeddedSpec(family="gpt2", d_model=48, n_layers=3, n_heads=4, d_ff=192, tokenizer="lower",
                               corpus_seed=1, init_seed=1),
 }
