@@ -63,7 +63,7 @@ def test_results_schema(run_dir):
     res = json.loads((out / "results.json").read_text())
     assert res["trait"] == {"kind": "preference", "category": "animal", "target": "owl"}
     assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "cross-model", "in-context",
-                                      "cross-model-control", "in-context-control"}
+                                      "cross-model-control", "in-context-control", "cross-base"}
     for c in res["conditions"].values():
         assert 0 <= c["rate"] <= 1 and 0 <= c["prob"] <= 1 and c["n_seeds"] == 2
         assert c["ci"][0] <= c["rate"] <= c["ci"][1] and c["prob_ci"][0] <= c["prob"] <= c["prob_ci"][1]
@@ -83,6 +83,7 @@ def test_results_schema(run_dir):
     cross_base = next(r.key for r in show.values() if r.stage == "base" and r.name == "tiny-gpt2")
     assert set(show["student-cross-model-control-s0"].parents) == {cross_base, show["filtered-control-s0"].key}
     assert show["filtered-control-s0"].key in show["eval-in-context-control-s0"].parents
+    assert show["eval-cross-base-s0"].parents == [cross_base]
     # without its matched control, a comparison with `control` says what it cannot tell apart
     assert "Not run" not in (out / "report.md").read_text()
     partial = dict(res, comparisons=[c for c in res["comparisons"] if not c["b"].endswith("-control")])

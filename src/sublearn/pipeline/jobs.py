@@ -34,6 +34,8 @@ def _model_for_eval(run: Store, cache: Store, cfg: ExperimentConfig, node: Node)
     from .. import models
 
     a = node.args
+    if a["kind"] == "cross-base":
+        return models.load(base_path(run, cache, cfg.model.cross, a["model"])), None, None
     base = models.load(base_path(run, cache, cfg.model.base, a["base"]))
     if a["kind"] == "base":
         return base, None, None

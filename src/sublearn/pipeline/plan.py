@@ -79,6 +79,8 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
             filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.dump()}, [g.key], s, None,
                             gen=g.key)
         models = {"base": ("base", bases["base"]), "teacher": ("teacher", teachers["teacher"].key)}
+        if "cross" in bases:  # the cross model before training: where cross-model students start from
+            models["cross-base"] = ("cross-base", bases["cross"])
         for c in [c for c in conds if c in STUDENTS]:
             b, arm = STUDENTS[c]
             d = filt[arm]

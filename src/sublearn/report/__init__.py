@@ -11,7 +11,7 @@ from .tables import markdown_report
 
 __all__ = ["bar_chart", "line_plot", "build_results", "write_report"]
 
-ORDER = ("base", "teacher", "same-init", "control", "cross-model", "cross-model-control", "in-context",
+ORDER = ("base", "teacher", "same-init", "control", "cross-base", "cross-model", "cross-model-control", "in-context",
          "in-context-control", "other-trait")
 VS_CONTROL = ("same-init", "cross-model", "in-context", "other-trait")
 
