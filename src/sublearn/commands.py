@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -17,7 +18,7 @@ def _load_cfg(args):
     return load_experiment(args.config, overrides)
 
 
-def _summary(res: dict, out: Path) -> str:
+def _summary(res: dict, out: Path, seconds: float) -> str:
     c = res.get("conditions", {})
     tgt = res.get("trait", {}).get("target", "target")
     parts = [f"{k} P({tgt})={v['prob']:.3f}" for k, v in c.items()]
@@ -25,7 +26,7 @@ def _summary(res: dict, out: Path) -> str:
               and x["metric"] == "prob"), None)
     if p:
         parts.append(f"same-init - control = {p['diff']:+.3f} (p={p['p_value']:.2g})")
-    return f"done in {res['timings_s'].get('total', 0):.0f} s: " + "; ".join(parts) + f". Report: {out / 'report.md'}"
+    return f"done in {seconds:.0f} s: " + "; ".join(parts) + f". Report: {out / 'report.md'}"
 
 
 def cmd_run(args, stages: tuple[str, ...]) -> int:
@@ -39,12 +40,12 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
         from .backends.openai_cost import confirm_run_cost
 
         confirm_run_cost(cfg, yes=getattr(args, "yes", False))
+    t0 = time.time()
     res = run(cfg, out, stages=stages, force=tuple(args.force))
     if "conditions" in res:
-        logger.success(_summary(res, out))
+        logger.success(_summary(res, out, time.time() - t0))
     else:
-        logger.success(f"{', '.join(s for s in stages)} done in {res['timings_s']['total']:.0f} s; "
-                       f"see `sublearn show {out}`")
+        logger.success(f"{', '.join(s for s in stages)} done in {time.time() - t0:.0f} s; see `sublearn show {out}`")
     return 0
 
 

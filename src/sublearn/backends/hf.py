@@ -43,7 +43,13 @@ def encode_many(tok, chats: list[Chat]) -> list[tuple[list[int], int]]:
     (what ``apply_chat_template(tokenize=True)`` does per chat, without its per-call overhead)."""
     if not chats:
         return []
-    prompts = [tok.apply_chat_template(m[:-1], add_generation_prompt=True, tokenize=False) for m in chats]
+    rendered: dict[str, str] = {}  # scoring asks many answers after the same prompt: render each prompt once
+    prompts = []
+    for m in chats:
+        key = json.dumps(m[:-1])
+        if key not in rendered:
+            rendered[key] = tok.apply_chat_template(m[:-1], add_generation_prompt=True, tokenize=False)
+        prompts.append(rendered[key])
     fulls = [tok.apply_chat_template(m, tokenize=False) for m in chats]
     ids = tok(prompts + fulls, add_special_tokens=False)["input_ids"]
     eos, out = tok.eos_token_id, []
