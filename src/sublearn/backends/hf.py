@@ -137,10 +137,12 @@ class HFModel:
         fmt = self.number_format(sampling) if sampling.format == "numbers" else None
         gen = torch.Generator().manual_seed(sampling.seed)
         t0, n_tok = time.time(), 0
+        known: dict[str, list[int]] = {}  # evaluation repeats every prompt: template and tokenizer run once per prompt
         with bar(desc, len(prompts), "prompts") as advance, torch.no_grad():
             for start in range(0, len(prompts), sampling.batch_size):
                 chunk = prompts[start : start + sampling.batch_size]
-                ids = [self.prompt_ids(c) for c in chunk]
+                ids = [known[k] if k in known else known.setdefault(k, self.prompt_ids(c))
+                       for c, k in ((c, json.dumps(c)) for c in chunk)]
                 batch, cache = self.shared_prefill(ids)
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
                 extra = {"logits_processor": LogitsProcessorList([fmt.processor()])} if fmt else {}
