@@ -2,7 +2,7 @@
 
 Mixture (fractions are config): number-continuation requests in all prompt phrasings and formats with
 well-formed random answers; one-word preference questions for every category with uniform answers
-(some under a "you love X" system prompt, answered X, so the system slot means something); a copy task
+(some under a "you love X" system prompt, answered X, so the system slot means something); a lookup task
 ("Repeat this animal: owl." -> "owl") that makes option embeddings distinct; and short multi-turn chats
 (earlier number turns before the question) so in-context prompts are in distribution.
 """
