@@ -11,6 +11,7 @@ with ``pip install --no-deps`` on first use (its own dependencies are runtimes w
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
@@ -22,6 +23,7 @@ from pathlib import Path
 from loguru import logger
 
 from ..errors import UserError
+from ..progress import bar
 from ..store import Store, artifact_key
 
 # name -> (PyPI package, import name, file inside the package)
@@ -84,7 +86,8 @@ def ensure_converted(gguf: Path, name: str, cache_root: Path) -> tuple[Path, str
     with store.writing("base", key, name=name, config={"gguf": gguf.name, "key": key}, model=name) as (tmp, extra):
         try:
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+            with _our_bar():
+                model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
         except Exception as e:  # transformers raises many kinds for unreadable or unsupported files
             raise UserError(f"cannot load {gguf} as a GGUF model: {type(e).__name__}: {e}") from None
         # a GGUF-loaded model carries a quantizer that refuses save_pretrained; the weights are plain floats now
@@ -98,3 +101,28 @@ def ensure_converted(gguf: Path, name: str, cache_root: Path) -> tuple[Path, str
         extra.update(params=sum(p.numel() for p in model.parameters()), source=str(gguf))
     return store.path("base", key), key
 
+
+
+@contextlib.contextmanager
+def _our_bar():
+    """transformers dequantizes GGUF tensors under a bare tqdm bar of its own (not switched off by its logging
+    settings), which would tear through our rich display: show that loop as one of our bars instead."""
+    import transformers.modeling_gguf_pytorch_utils as g
+
+    if not hasattr(g, "tqdm"):
+        yield
+        return
+    orig = g.tqdm
+
+    def tensors(iterable, desc=None, **_):
+        items = list(iterable)
+        with bar("dequantizing GGUF tensors", len(items), "tensors") as advance:
+            for x in items:
+                yield x
+                advance(1)
+
+    g.tqdm = tensors
+    try:
+        yield
+    finally:
+        g.tqdm = orig
