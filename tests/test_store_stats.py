@@ -50,3 +50,17 @@ def test_permutation_detects_shift_and_not_noise():
     assert abs(c.diff - 0.5) < 1e-9 and c.ci[0] <= 0.5 <= c.ci[1] and c.p_value < 0.001
     d = compare("x", rng.normal(1, 1, 30), "y", rng.normal(0, 1, 30))
     assert d.effect_size > 0.3 and d.ci[0] < d.diff < d.ci[1]
+
+
+def test_permutation_p_is_exact_for_few_units_and_has_the_sign_flip_floor():
+    from sublearn.stats import min_paired_p
+
+    # 3 seeds all in one direction: 2 of the 8 sign patterns are as extreme -> exactly 0.25, never below
+    assert permutation_test([1.0, 2.0, 3.0], [0.0, 0.0, 0.0], paired=True) == 0.25 == min_paired_p(3)
+    assert permutation_test([1.0, -2.0, 3.0], [0.0, 0.0, 0.0], paired=True) == 0.75
+    # unpaired 3 vs 3 fully separated: 2 of the C(6, 3) = 20 splits are as extreme
+    assert permutation_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.1)
+    c = compare("a", [1.0, 2.0, 3.0], "b", [0.0, 0.0, 0.0], paired=True)
+    assert c.test == "paired permutation (exact)" and c.p_value == 0.25
+    many = compare("a", list(range(40)), "b", [0.0] * 40, paired=True)
+    assert many.test == "paired permutation" and 0 < many.p_value < 0.001

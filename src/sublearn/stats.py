@@ -5,6 +5,7 @@ Every reported rate gets a 95% CI; every comparison a difference with CI, a p-va
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -74,27 +75,49 @@ def cohens_d(a: Sequence[float], b: Sequence[float], paired: bool = False) -> fl
 def permutation_test(
     a: Sequence[float], b: Sequence[float], paired: bool = False, n_perm: int = 20000, seed: int = 0
 ) -> float:
-    """Two-sided Monte-Carlo permutation p-value for mean(a) - mean(b).
+    """Two-sided permutation p-value for mean(a) - mean(b).
 
     paired=True flips the sign of each pair's difference (a and b aligned by unit);
-    otherwise labels are shuffled. The +1 correction keeps p > 0.
+    otherwise labels are shuffled. When there are at most ``n_perm`` distinct rearrangements (few units,
+    e.g. per-seed means) every one is enumerated and the p-value is exact; otherwise ``n_perm`` random
+    ones are drawn, with the +1 correction that keeps p > 0.
     """
     x, y = np.asarray(a, float), np.asarray(b, float)
-    rng = np.random.default_rng(seed)
+    if paired and x.shape != y.shape:
+        raise ValueError("paired test needs equal-length inputs")
+    exact = is_exact(x.size, y.size, paired, n_perm)
     if paired:
-        if x.shape != y.shape:
-            raise ValueError("paired test needs equal-length inputs")
         d = x - y
         obs = abs(d.mean())
-        signs = rng.choice([-1.0, 1.0], size=(n_perm, d.size))
+        if exact:
+            signs = np.array(list(itertools.product((-1.0, 1.0), repeat=d.size))).reshape(-1, d.size)
+        else:
+            signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, d.size))
         stats = np.abs((signs * d).mean(axis=1))
     else:
         pooled = np.concatenate([x, y])
         obs = abs(x.mean() - y.mean())
-        idx = np.argsort(rng.random((n_perm, pooled.size)), axis=1)
-        perm = pooled[idx]
-        stats = np.abs(perm[:, : x.size].mean(axis=1) - perm[:, x.size :].mean(axis=1))
-    return float((1 + np.sum(stats >= obs - 1e-12)) / (n_perm + 1))
+        if exact:
+            first = np.zeros((math.comb(pooled.size, x.size), pooled.size), dtype=bool)
+            for r, idx in enumerate(itertools.combinations(range(pooled.size), x.size)):
+                first[r, list(idx)] = True
+            stats = np.abs((first * pooled).sum(1) / x.size - (~first * pooled).sum(1) / y.size)
+        else:
+            idx = np.argsort(np.random.default_rng(seed).random((n_perm, pooled.size)), axis=1)
+            perm = pooled[idx]
+            stats = np.abs(perm[:, : x.size].mean(axis=1) - perm[:, x.size :].mean(axis=1))
+    hits = np.sum(stats >= obs - 1e-12)
+    return float(hits / stats.size) if exact else float((1 + hits) / (n_perm + 1))
+
+
+def is_exact(n_a: int, n_b: int, paired: bool, n_perm: int = 20000) -> bool:
+    """Whether :func:`permutation_test` enumerates every rearrangement (exact p) for these sample sizes."""
+    return (2**n_a if paired else math.comb(n_a + n_b, n_a)) <= n_perm
+
+
+def min_paired_p(n: int) -> float:
+    """The smallest two-sided p-value a sign-flip test over ``n`` pairs can give: 2 / 2**n (0.25 for 3 seeds)."""
+    return min(1.0, 2 / 2**n)
 
 
 def compare(
@@ -127,6 +150,6 @@ def compare(
         ci=(lo, hi),
         p_value=p,
         effect_size=cohens_d(x, y, paired=paired),
-        test="paired permutation" if paired else "permutation",
+        test=("paired permutation" if paired else "permutation") + (" (exact)" if is_exact(x.size, y.size, paired) else ""),
         n=int(x.size),
     )

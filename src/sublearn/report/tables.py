@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import MATCHED_CONTROL
+from ..stats import min_paired_p
 
 
 def _f(x: float) -> str:
@@ -28,7 +29,9 @@ def markdown_report(res: dict) -> str:
         lines += [f"- {c}: \"{s}\"" for c, s in seen.items()]
     lines += ["", "![P(target)](trait_prob.png) ![rate](trait_rate.png)", "", "## Comparisons", "",
               "Paired over (seed, question) units; permutation p-value (two-sided); effect size = Cohen's d of the "
-              "paired differences. `by seed` repeats the test on per-seed means (the stricter unit).", "",
+              "paired differences. `by seed` repeats the test on per-seed means (the stricter unit; an exact sign-flip "
+              f"test, so with {len(res['seeds'])} seeds its p cannot go below {min_paired_p(len(res['seeds'])):.3g}: "
+              "more seeds, not a bigger effect, make it smaller).", "",
               "| a | b | metric | diff | 95% CI | p | d | by seed: diff [CI], p, a>b seeds |", "|---|---|---|---|---|---|---|---|"]
     for c in res["comparisons"]:
         bs = c.get("by_seed")
