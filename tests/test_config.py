@@ -24,6 +24,17 @@ def test_partial_section_keeps_other_defaults(tmp_path):
     assert cfg.teacher.recipe.target == ExperimentConfig().teacher.recipe.target == "tokens"
 
 
+def test_naming_epochs_drops_the_default_steps(tmp_path):
+    # the default student recipe trains for a number of steps; a section that asks for epochs gets epochs
+    assert ExperimentConfig().students.recipe.steps is not None
+    cfg = load_experiment(write(tmp_path, "[students.recipe]\nepochs = 3\n"))
+    assert cfg.students.recipe.steps is None and cfg.students.recipe.epochs == 3
+    assert load_experiment(None, ["students.recipe.epochs=2"]).students.recipe.steps is None
+    both = load_experiment(write(tmp_path, "[students.recipe]\nepochs = 3\nsteps = 7\n"))
+    assert both.students.recipe.steps == 7
+    assert load_experiment("examples/paper-qwen7b.toml").students.recipe.steps is None
+
+
 def test_set_overrides_and_target_change(tmp_path):
     cfg = load_experiment(write(tmp_path, ""), ["trait.target=eagle", "seeds=[4, 5]", "evaluate.n_questions=5"])
     assert cfg.trait.target == "eagle" and cfg.seeds == (4, 5) and cfg.evaluate.n_questions == 5

@@ -90,11 +90,20 @@ def build(cls: type[T], data: dict, source: str) -> T:
         raise UserError(format_validation_error(e, source)) from None
 
 
+# Keys that say the same thing another way: a section that names the first (and not the second) drops the
+# second's default. A recipe whose default trains for ``steps = 150`` trains by epochs once ``epochs = 3``
+# is written, instead of the default steps silently overriding it.
+SUPERSEDES = {"epochs": "steps"}
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     """``over`` on top of ``base``, recursively for dicts (lists and scalars are replaced)."""
     out = dict(base)
     for k, v in over.items():
         out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    for named, dropped in SUPERSEDES.items():
+        if named in over and dropped not in over and dropped in out:
+            out[dropped] = None
     return out
 
 
@@ -102,7 +111,8 @@ def load(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str
     """Load a config class from a TOML file (or defaults when ``path`` is None) plus ``--set`` overrides.
 
     A partial section keeps the defaults of the fields it does not name (the class defaults, including
-    nested sections' own defaults: ``[teacher.recipe] lr = 0.1`` changes only the teacher's lr).
+    nested sections' own defaults: ``[teacher.recipe] lr = 0.1`` changes only the teacher's lr), except
+    that naming ``epochs`` without ``steps`` clears the default ``steps`` (``SUPERSEDES``).
     """
     data = read_toml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
