@@ -159,6 +159,12 @@ def test_target_change_needs_no_code(tmp_path):
     assert main(["run", cfg, "--out", str(out), "--set", "trait.target=eagle", "--set", "seeds=[0]"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["trait"]["target"] == "eagle" and set(res["conditions"]) == {"base", "teacher", "same-init", "control"}
+    # the owl experiment in the same directory counts only its own compute, not the eagle run's
+    assert main(["run", cfg, "--out", str(out), "--set", "seeds=[0]"]) == 0
+    owl = json.loads((out / "results.json").read_text())
+    durations = {r.name: r.duration_s for r in Store(out).records() if r.stage == "teacher"}
+    assert set(durations) == {"teacher-eagle-s0", "teacher-owl-s0"}
+    assert owl["compute_s"]["teacher"] == pytest.approx(durations["teacher-owl-s0"], abs=0.01)
 
 
 def test_kill_9_then_resume(tmp_path):

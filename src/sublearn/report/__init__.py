@@ -71,10 +71,12 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
         p = store.path("filter", node.key) / "stats.json"
         if p.exists():
             filters[node.name] = json.loads(p.read_text())
-    lineage = {r.key: r for r in store.records()}
+    # only this config's artifacts and their inputs: a run directory also keeps what other configs made in it
+    ours = {k for nodes in plan.values() for n in nodes for k in (n.key, *n.parents)}
     compute = {}
-    for r in lineage.values():
-        compute[r.stage] = compute.get(r.stage, 0.0) + r.duration_s
+    for r in store.records():
+        if r.key in ours:
+            compute[r.stage] = compute.get(r.stage, 0.0) + r.duration_s
     return {
         "name": cfg.name,
         "trait": {"kind": cfg.trait.kind, "category": cfg.trait.category, "target": cfg.trait.target},

@@ -52,7 +52,7 @@ def markdown_report(res: dict) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in s["reasons"].items()) or "-"
         lines.append(f"| {name} | {s['total']} | {s['kept']} | {s['pass_rate']:.3f} | {s.get('n_used', s['kept'])} "
                      f"| {reasons} |")
-    lines += ["", "## Time", "", "| stage | wall s (this invocation) | compute s (all artifacts, summed) |", "|---|---|---|"]
+    lines += ["", "## Time", "", "| stage | wall s (this invocation) | compute s (this config's artifacts, summed) |", "|---|---|---|"]
     for k in sorted(set(res["timings_s"]) | set(res["compute_s"])):
         lines.append(f"| {k} | {res['timings_s'].get(k, '-')} | {res['compute_s'].get(k, '-')} |")
     return "\n".join(lines) + "\n"
