@@ -59,6 +59,22 @@ def test_scores_match_hf_for_the_base_and_a_lora_student(pair):
     assert fox[1] > fox[0] + 0.5
 
 
+def test_switching_base_models_shuts_the_first_engine_down(pair):
+    from sublearn.backends.tiny.build import ensure_embedded
+    from sublearn.backends.tiny.presets import PRESETS
+    from sublearn.backends.vllm import _ENGINES, load_vllm
+    from sublearn.models import load
+
+    base, _, _ = pair
+    other_path, _ = ensure_embedded("tiny", PRESETS["tiny"].model_copy(update=WIDE | {"init_seed": 1}))
+    other = load(other_path)
+    answers = ["owl", "fox"]
+    for hf in (base, other, base):
+        got = load_vllm(hf.meta["base_path"]).score([Q] * 2, answers)
+        assert got == pytest.approx(hf.score([Q] * 2, answers), abs=_tol())
+        assert list(_ENGINES) == [hf.meta["base_path"]]
+
+
 def test_generation_is_seeded_per_row_with_hf_style_soft_targets(pair):
     from sublearn.backends.base import Sampling
     from sublearn.backends.vllm import load_vllm
@@ -87,7 +103,7 @@ def test_pipeline_runs_end_to_end_on_vllm(tmp_path):
 seeds = [0]
 [model]
 backend = "vllm"
-workers = 1
+workers = 2
 {emb}
 [teacher]
 preference_rows = 64
@@ -97,7 +113,7 @@ batch_size = 32
 [generate]
 n_prompts = 48
 [students]
-conditions = ["same-init", "control", "in-context"]
+conditions = ["same-init", "control", "cross-model", "in-context"]
 [students.recipe]
 steps = 4
 batch_size = 16
@@ -108,6 +124,7 @@ samples_per_question = 3
     out = tmp_path / "run"
     assert main(["run", str(cfg), "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert {"base", "teacher", "same-init", "control", "in-context"} <= set(res["conditions"])
+    assert {"base", "teacher", "same-init", "control", "cross-model", "cross-base", "in-context"} <= set(
+        res["conditions"])
     assert all(0 <= c["prob"] <= 1 for c in res["conditions"].values())
     assert sum(f["kept"] for f in res["filter"].values()) > 0

@@ -43,7 +43,8 @@ class ModelSection(Frozen):
                                              "checkpoint directory")
     cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")
     threads: int = Field(0, ge=0, description="torch threads per worker (0 = 1 when workers > 1, else all cores)")
-    workers: int = Field(2, ge=1, description="parallel processes for independent jobs (students, evaluations)")
+    workers: int = Field(2, ge=1, description="parallel processes for independent jobs (students, evaluations); "
+                                                "backend vllm always uses 1")
     embedded: dict[str, dict] = Field(default_factory=dict,
                                       description="overrides of embedded model specs, e.g. {tiny = {steps = 200}}")
 

