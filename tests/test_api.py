@@ -11,7 +11,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import MICRO
+from conftest import micro_config
 
 from sublearn.backends.base import Sampling
 from sublearn.backends.hf_train import Recipe
@@ -234,41 +234,20 @@ def test_owl_pipeline_through_the_api(server, tmp_path):
     from sublearn.cli import main
     from sublearn.store import Store
 
-    emb = "[model.embedded.tiny]\n" + "".join(f"{k} = {v}\n" for k, v in MICRO.items())
-    cfg = tmp_path / "api.toml"
-    cfg.write_text(f"""seeds = [0]
-[model]
-backend = "openai"
-workers = 1
-{emb}
+    cfg = micro_config(tmp_path, f"""[generate.sampling]
+top_logprobs = 0
+[students]
+conditions = ["same-init", "control", "in-context"]
 [api]
 base_url = "{server.url}"
 cache_dir = "{tmp_path / 'apicache'}"
 poll_s = 0.1
-[teacher]
-preference_rows = 64
-[teacher.recipe]
-steps = 30
-batch_size = 32
-[generate]
-n_prompts = 48
-[generate.sampling]
-top_logprobs = 0
-[students]
-conditions = ["same-init", "control", "in-context"]
-[students.recipe]
-target = "tokens"
-steps = 4
-batch_size = 16
-[evaluate]
-n_questions = 4
-samples_per_question = 3
-""")
+""", model='backend = "openai"\nworkers = 1', seeds="[0]", n_prompts=48, student_recipe='target = "tokens"')
     out = tmp_path / "run"
     faults(server, every=9, retry_after=0.05)  # every 9th request is rate-limited: the run must not notice
     injected = stats(server)["injected"]
     try:
-        assert main(["run", str(cfg), "--out", str(out)]) == 0
+        assert main(["run", cfg, "--out", str(out)]) == 0
     finally:
         faults(server, every=0)
     assert stats(server)["injected"] - injected >= 10

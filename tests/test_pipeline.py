@@ -8,40 +8,12 @@ import sys
 import time
 
 import pytest
-from conftest import MICRO
+from conftest import micro_config
 
 from sublearn.cli import main
 from sublearn.filter.numbers import check
 from sublearn.report.tables import markdown_report
 from sublearn.store import Store
-
-
-def micro_config(tmp_path, extra: str = "") -> str:
-    def emb(name):
-        return f"[model.embedded.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in MICRO.items())
-
-    text = f"""name = "micro"
-seeds = [0, 1]
-[model]
-workers = 1
-{emb("tiny")}{emb("tiny-gpt2")}
-[teacher]
-preference_rows = 64
-[teacher.recipe]
-steps = 30
-batch_size = 32
-[generate]
-n_prompts = 64
-[students.recipe]
-steps = 4
-batch_size = 16
-[evaluate]
-n_questions = 4
-samples_per_question = 3
-{extra}"""
-    p = tmp_path / "micro.toml"
-    p.write_text(text)
-    return str(p)
 
 
 @pytest.fixture(scope="module")

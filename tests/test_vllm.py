@@ -8,7 +8,7 @@ sets up a CPU environment).
 import json
 
 import pytest
-from conftest import MICRO
+from conftest import MICRO, micro_config
 
 pytestmark = pytest.mark.vllm
 vllm = pytest.importorskip("vllm")
@@ -96,33 +96,10 @@ def test_generation_is_seeded_per_row_with_hf_style_soft_targets(pair):
 def test_pipeline_runs_end_to_end_on_vllm(tmp_path):
     from sublearn.cli import main
 
-    emb = "".join(f"[model.embedded.{n}]\n" + "".join(f"{k} = {v}\n" for k, v in WIDE.items())
-                  for n in ("tiny", "tiny-gpt2"))
-    cfg = tmp_path / "v.toml"
-    cfg.write_text(f"""name = "vllm-micro"
-seeds = [0]
-[model]
-backend = "vllm"
-workers = 2
-{emb}
-[teacher]
-preference_rows = 64
-[teacher.recipe]
-steps = 30
-batch_size = 32
-[generate]
-n_prompts = 48
-[students]
-conditions = ["same-init", "control", "cross-model", "in-context"]
-[students.recipe]
-steps = 4
-batch_size = 16
-[evaluate]
-n_questions = 4
-samples_per_question = 3
-""")
+    cfg = micro_config(tmp_path, '[students]\nconditions = ["same-init", "control", "cross-model", "in-context"]\n',
+                       model='backend = "vllm"\nworkers = 2', seeds="[0]", spec=WIDE)
     out = tmp_path / "run"
-    assert main(["run", str(cfg), "--out", str(out)]) == 0
+    assert main(["run", cfg, "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert {"base", "teacher", "same-init", "control", "cross-model", "cross-base", "in-context"} <= set(
         res["conditions"])
