@@ -171,12 +171,8 @@ class HFModel:
                     tl: list[dict[str, float]] = []
                     if logps is not None:
                         steps = n + 1 if finished else n
-                        for t in range(steps):
-                            d: dict[str, float] = {}
-                            for v, i in zip(top_v[b][t], top_i[b][t]):
-                                s = texts[i]
-                                d[s] = float(math.log(math.exp(d[s]) + math.exp(v))) if s in d else float(v)
-                            tl.append(d)
+                        tl = [merge_by_text((texts[i], v) for v, i in zip(top_v[b][t], top_i[b][t]))
+                              for t in range(steps)]
                     out.append(Completion("".join(toks), toks, finished, tl))
                     n_tok += n + int(finished)
                 advance(len(chunk), info=f"{n_tok / max(1e-9, time.time() - t0):.0f} tok/s")
@@ -267,6 +263,15 @@ class HFModel:
         if not self.meta.get("adapter"):
             self.tok.save_pretrained(path)
         (path / META).write_text(json.dumps({"name": self.name, **self.meta}, indent=1))
+
+
+def merge_by_text(pairs) -> dict[str, float]:
+    """Soft targets of one step from (token text, log-prob) pairs: ids that decode to the same text are one
+    entry, their probabilities summed (targets are matched across tokenizers by text)."""
+    d: dict[str, float] = {}
+    for s, v in pairs:
+        d[s] = float(math.log(math.exp(d[s]) + math.exp(v))) if s in d else float(v)
+    return d
 
 
 def spells(tok, text: str) -> bool:

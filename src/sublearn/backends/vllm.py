@@ -34,7 +34,7 @@ from loguru import logger
 from ..errors import UserError
 from ..progress import bar
 from .base import Chat, Completion, Sampling
-from .hf import META, _ids, encode_many, spells
+from .hf import META, _ids, encode_many, merge_by_text, spells
 
 _ENGINES: dict[str, object] = {}
 _NO_LORA: set[str] = set()  # bases whose architecture vLLM cannot serve with LoRA (e.g. GPT-2)
@@ -53,13 +53,10 @@ def _release_engines() -> None:
             logger.debug(f"vLLM engine shutdown: {e!r}")
         del llm
     gc.collect()
-    try:
-        import torch
+    import torch
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _engine(base_path: str, gpu_memory_utilization: float, max_lora_rank: int):
@@ -216,12 +213,8 @@ class VLLMModel:
 
 def _top(tok, step: dict, k: int) -> dict[str, float]:
     """The k most likely ids of one step (vLLM adds the sampled id when it ranks lower), merged by decoded text."""
-    d: dict[str, float] = {}
-    for tid, lp in step.items():
-        if lp.rank is not None and lp.rank <= k:
-            s = tok.decode([tid])
-            d[s] = float(math.log(math.exp(d[s]) + math.exp(lp.logprob))) if s in d else float(lp.logprob)
-    return d
+    return merge_by_text((tok.decode([tid]), lp.logprob) for tid, lp in step.items()
+                         if lp.rank is not None and lp.rank <= k)
 
 
 def load_vllm(path: str | Path, **engine) -> VLLMModel:
