@@ -112,10 +112,12 @@ def test_number_format_must_match_the_filter():
         load_experiment(None, ["generate.sampling.format=numbers", "generate.sampling.max_count=12"])
 
 
-def test_vllm_backend_refuses_constrained_decoding():
-    with pytest.raises(UserError, match="vllm"):
-        load_experiment(None, ["model.backend=vllm", "generate.sampling.format=numbers"])
-    assert load_experiment(None, ["model.backend=vllm"]).model.backend == "vllm"
+def test_constrained_decoding_needs_a_backend_with_logits():
+    with pytest.raises(UserError, match="needs the model's logits"):
+        load_experiment(None, ["model.backend=openai", "generate.sampling.format=numbers"])
+    for backend in ("hf", "vllm"):
+        cfg = load_experiment(None, [f"model.backend={backend}", "generate.sampling.format=numbers"])
+        assert cfg.generate.sampling.format == "numbers"
 
 
 @pytest.mark.parametrize("override,needle", [

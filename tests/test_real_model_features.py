@@ -4,11 +4,12 @@ prompt cache, template default system prompts, recipe knobs. Run on the micro em
 import copy
 import math
 import random
+import re
 
 import pytest
 
 from sublearn.backends.base import Sampling
-from sublearn.backends.constrain import START, NumberFormat, advance, complete
+from sublearn.backends.constrain import START, NumberFormat, advance, complete, number_regex
 from sublearn.backends.hf import HFModel, default_system_prompt, encode
 from sublearn.backends.hf_train import Recipe
 from sublearn.filter.numbers import check
@@ -45,6 +46,29 @@ def test_format_grammar_only_completes_on_filter_valid_lists():
         assert st is None or not complete(st), bad
 
 
+@pytest.mark.parametrize("digits,count", [(3, 10), (2, 1), (1, 3)])
+def test_number_regex_accepts_exactly_what_the_grammar_completes(digits, count):
+    """The vLLM backend constrains decoding with this regex; the HF backend with the grammar. Same language."""
+    rx = re.compile(number_regex(digits, count))
+    rng = random.Random(digits * 100 + count)
+    agree = {True: 0, False: 0}
+    for _ in range(20000):
+        text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 10)))
+        st = START
+        for ch in text:
+            st = advance(st, ch, digits, count)
+            if st is None:
+                break
+        ends = st is not None and complete(st)
+        assert (rx.fullmatch(text) is not None) == ends, repr(text)
+        agree[ends] += 1
+    assert agree[True] > 100 and agree[False] > 100
+    for sep in (", ", ";", " \n"):  # the bounds: count numbers of `digits` digits pass, one more of either fails
+        assert rx.fullmatch(sep.join(["9" * digits] * count))
+        assert not rx.fullmatch(sep.join(["9" * digits] * (count + 1)))
+        assert not rx.fullmatch(sep.join(["9" * (digits + 1)] * count))
+
+
 def test_constrained_generation_always_passes_the_filter(micro_base):
     chats = [[{"role": "user", "content": f"Here is a list of numbers: {a}, {a + 7}, {a + 30}. Add at most 10 "
                                           "more numbers. Say only the numbers."}] for a in range(100, 900, 25)]
@@ -58,10 +82,17 @@ def test_constrained_generation_always_passes_the_filter(micro_base):
     eos = micro_base.tok.eos_token
     allowed = set(NumberFormat(micro_base.token_texts(), micro_base.eos_id).candidates)
     index = micro_base.token_index()
-    for c in fmt:  # soft targets of the constrained distribution hold only allowed tokens
-        for d in c.top_logprobs:
+    narrower = 0
+    for c in fmt:  # soft targets are the distribution sampled from: at each step, the tokens allowed there
+        st = START
+        for t, d in enumerate(c.top_logprobs):
             assert all(s == eos or index[s] in allowed for s in d)
+            assert all(complete(st) if s == eos else advance(st, s, 3, 10) is not None for s in d), (c.tokens[:t], d)
             assert sum(math.exp(v) for v in d.values()) <= 1 + 1e-5
+            narrower += len(d) < 5  # fewer than k tokens are allowed here (after a 3-digit number, say)
+            if t < len(c.tokens):
+                st = advance(st, c.tokens[t], 3, 10)
+    assert narrower > 0
 
 
 def test_shared_prefix_scoring_matches_full_forward_for_multi_token_answers(micro_base):

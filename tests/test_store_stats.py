@@ -64,3 +64,18 @@ def test_permutation_p_is_exact_for_few_units_and_has_the_sign_flip_floor():
     assert c.test == "paired permutation (exact)" and c.p_value == 0.25
     many = compare("a", list(range(40)), "b", [0.0] * 40, paired=True)
     assert many.test == "paired permutation" and 0 < many.p_value < 0.001
+
+
+def test_stage_revision_changes_its_keys_and_everything_downstream_only(monkeypatch):
+    from sublearn.config import load_experiment
+    from sublearn.pipeline import plan
+
+    cfg = load_experiment(None, [])
+    before = {n.name: n.key for nodes in plan.make_plan(cfg).values() for n in nodes}
+    monkeypatch.setitem(plan.REVISION, "generate", plan.REVISION["generate"] + 1)
+    after = {n.name: n.key for nodes in plan.make_plan(cfg).values() for n in nodes}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed and all(name.startswith(("data-", "filtered-", "student-", "eval-")) for name in changed)
+    kept = set(before) - changed  # teachers, and the evaluations of base, teacher and cross-base
+    assert kept and all(name.startswith("teacher-") or name.split("-s")[0] in ("eval-base", "eval-teacher",
+                                                                                "eval-cross-base") for name in kept)

@@ -198,13 +198,6 @@ class ExperimentConfig(Frozen):
         return self
 
     @model_validator(mode="after")
-    def _vllm(self) -> ExperimentConfig:
-        if self.model.backend == "vllm" and self.generate.sampling.format != "free":
-            raise ValueError("model.backend = 'vllm': format-constrained decoding runs on the hf backend; set "
-                             "generate.sampling.format = 'free'")
-        return self
-
-    @model_validator(mode="after")
     def _format_matches_filter(self) -> ExperimentConfig:
         sm, f = self.generate.sampling, self.filter
         if sm.format == "numbers" and (sm.max_digits, sm.max_count) != (f.max_digits, f.max_count):

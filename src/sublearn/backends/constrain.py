@@ -7,6 +7,9 @@ the filter would throw away. A small state per row follows the filter's grammar 
 brackets, final period, at most ``max_count`` numbers of at most ``max_digits`` digits), so nearly every
 completion passes; EOS is allowed only where the list could end. The post-hoc filter still runs on every
 completion.
+
+The vLLM backend applies the same format as a regular expression (:func:`number_regex`, enforced by vLLM's
+structured outputs); it accepts exactly the completions this grammar lets end.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ def complete(state: State) -> bool:
     return phase in ("closed", "end") or (phase == "body" and run > 0 and opener is None)
 
 
+def number_regex(max_digits: int = 3, max_count: int = 10) -> str:
+    """The format as a regular expression: a list of at most ``max_count`` numbers of at most ``max_digits`` digits,
+    one separator kind (``,`` or ``;`` each followed by any spaces/newlines, or spaces/newlines alone), optional
+    ``[...]`` or ``(...)``, optional final period. Matches (in full) exactly the texts :func:`advance` takes from
+    :data:`START` to a state where :func:`complete` holds."""
+    num = f"[0-9]{{1,{max_digits}}}"
+    seps = (",[ \\n]*", ";[ \\n]*", "[ \\n]+")
+    body = "|".join(f"{num}({sep}{num}){{0,{max_count - 1}}}" for sep in seps) if max_count > 1 else num
+    return f"(({body})|\\[({body})\\]|\\(({body})\\))\\.?"
+
+
 class NumberFormat:
     """Per-vocabulary masks of allowed next tokens, one per format state (built lazily, cached)."""
 
@@ -109,6 +123,7 @@ class _Processor:
         self.fmt = fmt
         self.prompt_len: int | None = None
         self.states: list[State | None] = []
+        self.masks: list = []  # per generated step, the [B, V] mask of allowed next tokens (for soft targets)
 
     def __call__(self, input_ids, scores):
         import torch
@@ -124,4 +139,5 @@ class _Processor:
                     self.states[b] = None if tok == self.fmt.eos_id else advance(
                         st, self.fmt.texts[tok], self.fmt.max_digits, self.fmt.max_count)
         masks = torch.stack([self.fmt.mask(st) if st is not None else self.fmt.set_mask for st in self.states])
+        self.masks.append(masks)
         return scores.masked_fill(~masks.to(scores.device), float("-inf"))

@@ -145,7 +145,8 @@ class HFModel:
                        for c, k in ((c, json.dumps(c)) for c in chunk)]
                 batch, cache = self.shared_prefill(ids)
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                extra = {"logits_processor": LogitsProcessorList([fmt.processor()])} if fmt else {}
+                proc = fmt.processor() if fmt else None
+                extra = {"logits_processor": LogitsProcessorList([proc])} if proc else {}
                 if cache is not None:
                     extra["past_key_values"] = cache
                 res = self.model.generate(
@@ -159,8 +160,8 @@ class HFModel:
                 logps = None
                 if sampling.top_logprobs > 0:
                     raw = torch.stack(res.logits, dim=1).float().cpu()  # [B, T, V] at T=1
-                    if fmt is not None:  # soft targets of the constrained distribution (allowed tokens only)
-                        raw = raw.masked_fill(~fmt.set_mask, float("-inf"))
+                    if proc is not None:  # soft targets of the distribution sampled from: each step's allowed tokens
+                        raw = raw.masked_fill(~torch.stack(proc.masks[: raw.shape[1]], dim=1), float("-inf"))
                     logps = raw.log_softmax(-1)
                     top_v, top_i = (x.tolist() for x in logps.topk(sampling.top_logprobs, dim=-1))
                 for b in range(seqs.shape[0]):
@@ -267,9 +268,12 @@ class HFModel:
 
 def merge_by_text(pairs) -> dict[str, float]:
     """Soft targets of one step from (token text, log-prob) pairs: ids that decode to the same text are one
-    entry, their probabilities summed (targets are matched across tokenizers by text)."""
+    entry, their probabilities summed (targets are matched across tokenizers by text). Entries of probability 0
+    (log-prob -inf: a top-k wider than the tokens a constrained format allows) are left out."""
     d: dict[str, float] = {}
     for s, v in pairs:
+        if v == -math.inf:
+            continue
         d[s] = float(math.log(math.exp(d[s]) + math.exp(v))) if s in d else float(v)
     return d
 

@@ -18,7 +18,12 @@ model's family) fall back to the transformers backend, with a warning. The dtype
 backend (bf16 on CUDA, fp32 on CPU). The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``
 unless set), so it works inside sublearn's worker processes; on CPU its KV cache gets 2 GiB
 (``VLLM_CPU_KVCACHE_SPACE``, unless set) instead of most of the machine's memory, which training in the same
-process needs. Format-constrained decoding is a transformers-backend feature.
+process needs.
+
+Format-constrained decoding (``sampling.format = "numbers"``) uses vLLM's structured outputs with
+:func:`~sublearn.backends.constrain.number_regex`, the same language as the transformers backend's grammar. The
+grammar's mask is applied to the logits before vLLM computes its raw log-probs, so soft targets are those of the
+constrained distribution, as on the transformers backend.
 """
 
 from __future__ import annotations
@@ -132,22 +137,29 @@ class VLLMModel:
     def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
         """Seeded per request (seed of row i: ``sampling.seed * 1_000_003 + i``), so a row's sample does not depend
         on which other rows share its batch. ``top_logprobs`` are vLLM's raw (T = 1) log-probs of the top k ids,
-        merged by token text, as the transformers backend reports them."""
+        merged by token text, as the transformers backend reports them (with ``format = "numbers"``, of the
+        distribution renormalized over the tokens the format allows)."""
         import time
 
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if sampling.format != "free":
-            raise UserError("format-constrained decoding ('numbers') runs on the transformers backend only")
         if (hf := self._hf_fallback()) is not None:
             return hf.generate(prompts, sampling, desc=desc)
         eos, k = self.tok.eos_token_id, sampling.top_logprobs
         ids = [_ids(self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True)) for c in prompts]
         greedy = sampling.temperature == 0
+        fmt = {}
+        if sampling.format == "numbers":
+            from vllm.sampling_params import StructuredOutputsParams
+
+            from .constrain import number_regex
+
+            fmt = {"structured_outputs": StructuredOutputsParams(
+                regex=number_regex(sampling.max_digits, sampling.max_count))}
         params = [SamplingParams(temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
                                  max_tokens=sampling.max_new_tokens, seed=sampling.seed * 1_000_003 + i,
-                                 logprobs=k or None, stop_token_ids=[eos])
+                                 logprobs=k or None, stop_token_ids=[eos], **fmt)
                   for i in range(len(ids))]
         outs, t0, n_tok = [], time.time(), 0
         with bar(desc, len(prompts), "prompts") as advance:

@@ -1,7 +1,7 @@
 """The plan of an experiment: every artifact it needs, with its content key, computed from the config alone.
 
-Keys chain: a node's key hashes its own config and its parents' keys, so changing anything upstream
-(a seed, the filter, the teacher recipe) changes every key downstream, and nothing else.
+Keys chain: a node's key hashes its own config (with its stage's code revision, if any) and its parents' keys, so
+changing anything upstream (a seed, the filter, the teacher recipe) changes every key downstream, and nothing else.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from ..config import IN_CONTEXT, STUDENTS, ExperimentConfig
 from ..store import artifact_key
 
 STAGES = ("teacher", "generate", "filter", "finetune", "evaluate")
+# A stage's revision is bumped when its code starts computing something else from the same config and inputs: its
+# keys, and everything's downstream, then change, so a re-run recomputes instead of reusing stale artifacts.
+# generate 2: format-constrained soft targets cover each step's allowed tokens (were: every number-format token).
+REVISION = {"generate": 2}
 # CLI stage -> plan stages it runs
 CLI_STAGES = {"generate": ("teacher", "generate"), "filter": ("filter",), "finetune": ("finetune",),
               "evaluate": ("evaluate",)}
@@ -55,6 +59,8 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
     api = {"api": cfg.api.train_dump()} if cfg.model.backend == "openai" else {}  # API fine-tuning settings
 
     def add(stage, name, config, parents, seed, model_name, **args) -> Node:
+        if stage in REVISION:
+            config = config | {"revision": REVISION[stage]}
         n = Node(stage, artifact_key(stage, config, list(parents)), name, config, tuple(parents), seed, model_name,
                  args)
         plan[stage].append(n)
