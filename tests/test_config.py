@@ -114,7 +114,8 @@ def test_number_format_must_match_the_filter():
 
 def test_constrained_decoding_needs_a_backend_with_logits():
     with pytest.raises(UserError, match="needs the model's logits"):
-        load_experiment(None, ["model.backend=openai", "generate.sampling.format=numbers"])
+        load_experiment(None, ["model.backend=openai", "students.recipe.target=tokens", "teacher.mode=system_prompt",
+                               "generate.sampling.format=numbers"])
     for backend in ("hf", "vllm"):
         cfg = load_experiment(None, [f"model.backend={backend}", "generate.sampling.format=numbers"])
         assert cfg.generate.sampling.format == "numbers"
