@@ -91,6 +91,9 @@ def test_generation_is_seeded_per_row_with_hf_style_soft_targets(pair):
     first = a[0].top_logprobs[0]
     assert set(first) == set(h)
     assert all(abs(first[t] - h[t]) < _tol() for t in h)
+    # as many soft-target entries as a config may ask for (vLLM's own default cap is 20)
+    wide = v.generate([Q], Sampling(temperature=1.0, max_new_tokens=2, top_logprobs=50, seed=3))[0]
+    assert 20 < len(wide.top_logprobs[0]) <= 50
 
 
 def test_pipeline_runs_end_to_end_on_vllm(tmp_path):

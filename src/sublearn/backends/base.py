@@ -10,6 +10,7 @@ from pydantic import Field
 from ..configbase import Frozen
 
 Chat = list[dict]  # OpenAI-style messages: [{"role": "user", "content": "..."}]
+MAX_TOP_LOGPROBS = 50  # the most soft-target entries per step a config may ask for (the vLLM engine is sized for it)
 
 
 class Sampling(Frozen):
@@ -18,7 +19,7 @@ class Sampling(Frozen):
     temperature: float = Field(1.0, ge=0, description="softmax temperature (0 = greedy)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, description="maximum generated tokens per completion")
-    top_logprobs: int = Field(0, ge=0, le=50, description="store this many top next-token log-probs (T=1) per step")
+    top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="store this many top next-token log-probs (T=1) per step")
     format: Literal["free", "numbers"] = Field(
         "free", description="'numbers': format-constrained decoding (renormalize over digits, separators, EOS)")
     max_digits: int = Field(3, ge=1, description="format 'numbers': most digits per number")

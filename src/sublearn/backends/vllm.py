@@ -38,7 +38,7 @@ from loguru import logger
 
 from ..errors import UserError
 from ..progress import bar
-from .base import Chat, Completion, Sampling
+from .base import MAX_TOP_LOGPROBS, Chat, Completion, Sampling
 from .hf import META, _ids, encode_many, merge_by_text, spells
 
 _ENGINES: dict[str, object] = {}
@@ -80,8 +80,9 @@ def _engine(base_path: str, gpu_memory_utilization: float, max_lora_rank: int):
 
         dev, dtype = auto_device()
         extra = {"gpu_memory_utilization": gpu_memory_utilization} if dev == "cuda" else {}
+        # max_logprobs: vLLM's default (20) would refuse a config's top_logprobs of 21..50 in the middle of a run
         _ENGINES[base_path] = LLM(model=base_path, dtype=dtype, enable_lora=True, max_lora_rank=max_lora_rank,
-                                  enable_prefix_caching=True, seed=0, **extra)
+                                  enable_prefix_caching=True, seed=0, max_logprobs=MAX_TOP_LOGPROBS, **extra)
     return _ENGINES[base_path]
 
 
