@@ -112,6 +112,18 @@ def test_number_format_must_match_the_filter():
         load_experiment(None, ["generate.sampling.format=numbers", "generate.sampling.max_count=12"])
 
 
+def test_vllm_engine_is_sized_for_the_largest_lora_rank_trained():
+    from sublearn.backends.vllm import lora_slot
+
+    cfg = load_experiment(None, ["model.backend=vllm", "students.recipe.lora_rank=100", "teacher.recipe.lora_rank=4"])
+    assert cfg.max_lora_rank() == 100 and lora_slot(cfg.max_lora_rank()) == 128
+    assert load_experiment(None, ["teacher.mode=system_prompt", "teacher.recipe.lora_rank=300"]).max_lora_rank() == 1
+    assert [lora_slot(r) for r in (1, 2, 8, 9, 300, 512)] == [1, 8, 8, 16, 320, 512]
+    with pytest.raises(UserError, match="up to rank 512"):
+        load_experiment(None, ["model.backend=vllm", "students.recipe.lora_rank=600"])
+    assert load_experiment(None, ["students.recipe.lora_rank=600"]).max_lora_rank() == 600  # the hf backend: any rank
+
+
 def test_constrained_decoding_needs_a_backend_with_logits():
     with pytest.raises(UserError, match="needs the model's logits"):
         load_experiment(None, ["model.backend=openai", "students.recipe.target=tokens", "teacher.mode=system_prompt",

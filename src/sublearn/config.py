@@ -197,6 +197,18 @@ class ExperimentConfig(Frozen):
                                  "set generate.sampling.format = 'free' (the post-hoc filter still runs)")
         return self
 
+    def max_lora_rank(self) -> int:
+        """The largest LoRA rank this experiment trains (a finetune-mode teacher, the students); 1 if none."""
+        recipes = [self.students.recipe] + ([self.teacher.recipe] if self.teacher.mode == "finetune" else [])
+        return max((r.lora_rank for r in recipes if r.adapter == "lora"), default=1)
+
+    @model_validator(mode="after")
+    def _vllm(self) -> ExperimentConfig:
+        if self.model.backend == "vllm" and self.max_lora_rank() > 512:
+            raise ValueError(f"model.backend = 'vllm' serves LoRA adapters up to rank 512 (this config trains rank "
+                             f"{self.max_lora_rank()}); lower lora_rank or use backend 'hf'")
+        return self
+
     @model_validator(mode="after")
     def _format_matches_filter(self) -> ExperimentConfig:
         sm, f = self.generate.sampling, self.filter

@@ -42,10 +42,11 @@ _LOADED: dict[str, object] = {}
 _VLLM: dict | None = None  # engine settings when backend = "vllm" (set by use_vllm in this process)
 
 
-def use_vllm(gpu_memory_utilization: float) -> None:
-    """Load local models through vLLM from now on in this process (training still uses transformers)."""
+def use_vllm(gpu_memory_utilization: float, max_lora_rank: int = 64) -> None:
+    """Load local models through vLLM from now on in this process (training still uses transformers); its engine
+    serves LoRA adapters up to ``max_lora_rank``."""
     global _VLLM
-    _VLLM = {"gpu_memory_utilization": gpu_memory_utilization}
+    _VLLM = {"gpu_memory_utilization": gpu_memory_utilization, "max_lora_rank": max_lora_rank}
 
 
 def load(path: str | os.PathLike):

@@ -42,6 +42,7 @@ from .base import MAX_TOP_LOGPROBS, Chat, Completion, Sampling
 from .hf import META, _ids, encode_many, merge_by_text, spells
 
 _ENGINES: dict[str, object] = {}
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 _NO_LORA: set[str] = set()  # bases whose architecture vLLM cannot serve with LoRA (e.g. GPT-2)
 
 
@@ -64,6 +65,14 @@ def _release_engines() -> None:
         torch.cuda.empty_cache()
 
 
+def lora_slot(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that serves adapters of this rank."""
+    for r in LORA_RANKS:
+        if r >= rank:
+            return r
+    raise UserError(f"vLLM serves LoRA adapters up to rank {LORA_RANKS[-1]}, not {rank}")
+
+
 def _engine(base_path: str, gpu_memory_utilization: float, max_lora_rank: int):
     if base_path not in _ENGINES:
         if _ENGINES:
@@ -81,7 +90,7 @@ def _engine(base_path: str, gpu_memory_utilization: float, max_lora_rank: int):
         dev, dtype = auto_device()
         extra = {"gpu_memory_utilization": gpu_memory_utilization} if dev == "cuda" else {}
         # max_logprobs: vLLM's default (20) would refuse a config's top_logprobs of 21..50 in the middle of a run
-        _ENGINES[base_path] = LLM(model=base_path, dtype=dtype, enable_lora=True, max_lora_rank=max_lora_rank,
+        _ENGINES[base_path] = LLM(model=base_path, dtype=dtype, enable_lora=True, max_lora_rank=lora_slot(max_lora_rank),
                                   enable_prefix_caching=True, seed=0, max_logprobs=MAX_TOP_LOGPROBS, **extra)
     return _ENGINES[base_path]
 

@@ -70,7 +70,7 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
 
         configure(cfg.api)
     elif cfg.model.backend == "vllm":
-        models.use_vllm(cfg.model.vllm_gpu_memory)
+        models.use_vllm(cfg.model.vllm_gpu_memory, cfg.max_lora_rank())
     run, cache = _paths(Path(out))
     if run.exists(node.stage, node.key):
         return {}
