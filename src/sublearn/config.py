@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .backends.base import Sampling
+from .backends.base import LORA_RANKS, Sampling
 from .backends.hf_train import Recipe
 from .configapi import ApiSection
 from .configbase import Frozen, load
@@ -204,9 +204,10 @@ class ExperimentConfig(Frozen):
 
     @model_validator(mode="after")
     def _vllm(self) -> ExperimentConfig:
-        if self.model.backend == "vllm" and self.max_lora_rank() > 512:
-            raise ValueError(f"model.backend = 'vllm' serves LoRA adapters up to rank 512 (this config trains rank "
-                             f"{self.max_lora_rank()}); lower lora_rank or use backend 'hf'")
+        top, rank = LORA_RANKS[-1], self.max_lora_rank()
+        if self.model.backend == "vllm" and rank > top:
+            raise ValueError(f"model.backend = 'vllm' serves LoRA adapters up to rank {top} (this config trains rank "
+                             f"{rank}); lower lora_rank or use backend 'hf'")
         return self
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ from ..configbase import Frozen
 
 Chat = list[dict]  # OpenAI-style messages: [{"role": "user", "content": "..."}]
 MAX_TOP_LOGPROBS = 50  # the most soft-target entries per step a config may ask for (the vLLM engine is sized for it)
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts (a config's rank <= last)
 
 
 class Sampling(Frozen):

@@ -38,11 +38,10 @@ from loguru import logger
 
 from ..errors import UserError
 from ..progress import bar
-from .base import MAX_TOP_LOGPROBS, Chat, Completion, Sampling
+from .base import LORA_RANKS, MAX_TOP_LOGPROBS, Chat, Completion, Sampling
 from .hf import META, _ids, encode_many, merge_by_text, spells
 
 _ENGINES: dict[str, object] = {}
-LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
 _NO_LORA: set[str] = set()  # bases whose architecture vLLM cannot serve with LoRA (e.g. GPT-2)
 
 
