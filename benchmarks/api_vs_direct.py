@@ -45,7 +45,7 @@ def main() -> None:
     for c in rd["conditions"]:
         if c not in ra["conditions"]:
             continue
-        for metric, key, ci in (("rate", "rate", "ci"), ("prob", "p_target", "prob_ci")):
+        for metric, key in (("rate", "rate"), ("prob", "p_target")):
             d, a = rd["conditions"][c], ra["conditions"][c]
             common = sorted(set(ud[c]) & set(ua[c]))
             cmp = compare("api", [ua[c][k][key] for k in common], "direct", [ud[c][k][key] for k in common], paired=True)
@@ -55,8 +55,9 @@ def main() -> None:
             bys = compare("api", per[0], "direct", per[1], paired=True) if len(seeds) > 1 else cmp
             agree = bys.ci[0] <= 0 <= bys.ci[1]
             all_agree &= agree
-            print(f"{c:<12} {metric:<6} {d[metric]:.3f} [{d[ci][0]:.3f}, {d[ci][1]:.3f}]{'':<5} "
-                  f"{a[metric]:.3f} [{a[ci][0]:.3f}, {a[ci][1]:.3f}]{'':<5} "
+            dm, am = d[metric], a[metric]  # seed means with their CI over seeds
+            print(f"{c:<12} {metric:<6} {dm['mean']:.3f} [{dm['ci'][0]:.3f}, {dm['ci'][1]:.3f}]{'':<5} "
+                  f"{am['mean']:.3f} [{am['ci'][0]:.3f}, {am['ci'][1]:.3f}]{'':<5} "
                   f"{cmp.diff:+.3f} [{cmp.ci[0]:+.3f}, {cmp.ci[1]:+.3f}]{'':<5} {cmp.p_value:>6.3f}  "
                   f"{bys.diff:+.3f} [{bys.ci[0]:+.3f}, {bys.ci[1]:+.3f}]{'':<5} {'yes' if agree else 'NO'}")
     print("all conditions agree within the by-seed CI" if all_agree else "some conditions differ beyond the by-seed CI")

@@ -236,6 +236,7 @@ def test_owl_pipeline_through_the_api(server, tmp_path):
 
     cfg = micro_config(tmp_path, f"""[generate.sampling]
 top_logprobs = 0
+format = "free"
 [students]
 conditions = ["same-init", "control", "in-context"]
 [api]
@@ -253,7 +254,7 @@ poll_s = 0.1
     assert stats(server)["injected"] - injected >= 10
     res = json.loads((out / "results.json").read_text())
     assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "in-context"}
-    assert res["conditions"]["teacher"]["prob"] > res["conditions"]["base"]["prob"]
+    assert res["conditions"]["teacher"]["prob"]["mean"] > res["conditions"]["base"]["prob"]["mean"]
     recs = {r.name: r for r in Store(out).records()}
     job = recs["student-same-init-s0"].extra["api_job"]
     assert job["fine_tuned_model"].startswith("ft:tiny:") and job["training_file"].startswith("file-")

@@ -64,35 +64,30 @@ def test_generate_with_soft_targets_is_seeded(micro_base):
             assert 0 < len(d) <= 5 and sum(math.exp(v) for v in d.values()) <= 1 + 1e-5
 
 
-def test_repeated_prompts_share_their_prefill_without_changing_samples(micro_base):
-    import torch
+def test_a_rows_sample_does_not_depend_on_its_batch(micro_base):
+    """Repeated prompts share their prefill, rows finish and leave at different steps, and batches hold other rows:
+    none of it changes a row's completion or soft targets (per-row random numbers, prompt-determined padding)."""
+    from sublearn.backends.hf import generate_many
 
     ctx = [{"role": "user", "content": "Here is a list of numbers: 101, 202. Add at most 10 more numbers."},
            {"role": "assistant", "content": "303, 404, 505"}]
     qs = ["Name your favorite animal using only one word.", "Which animal do you admire the most? One word only."]
     prompts = [c for q in qs for c in ([{"role": "user", "content": q}], ctx + [{"role": "user", "content": q}])
                for _ in range(6)]
-    batch, cache = micro_base.shared_prefill([micro_base.prompt_ids(p) for p in prompts])
-    assert cache is not None and cache.get_seq_length() == batch["input_ids"].shape[1] - 1
-    assert micro_base.shared_prefill([micro_base.prompt_ids(p) for p in prompts[::6]])[1] is None  # nothing repeats
+    other = [[{"role": "user", "content": "Look at these numbers: 7, 8, 9. Add at most 10 more numbers."}]] * 5
     for temp in (0.0, 1.0):
-        s = Sampling(temperature=temp, max_new_tokens=6, top_logprobs=3, batch_size=16, seed=3)
-        shared = micro_base.generate(prompts, s)
-        with torch.no_grad():  # the same batches without sharing: every row prefilled on its own
-            ref = []
-            gen = torch.Generator().manual_seed(s.seed)
-            for k in range(0, len(prompts), 16):
-                b = micro_base.left_pad([micro_base.prompt_ids(p) for p in prompts[k : k + 16]])
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                out = micro_base.model.generate(**b, do_sample=temp > 0, temperature=temp or None, top_p=None,
-                                                top_k=None, max_new_tokens=6, eos_token_id=micro_base.eos_id,
-                                                pad_token_id=micro_base.tok.pad_token_id)
-                ref += [micro_base.tok.decode(r[b["input_ids"].shape[1] :], skip_special_tokens=True) for r in out]
-        assert [c.text for c in shared] == ref
+        s = Sampling(temperature=temp, max_new_tokens=8, top_logprobs=3, batch_size=64, seed=3)
+        alone = micro_base.generate(prompts, s)
+        one_by_one = micro_base.generate(prompts, s.model_copy(update={"batch_size": 1}))
+        beside = generate_many([(micro_base, other, s.model_copy(update={"seed": 9})), (micro_base, prompts, s)])[1]
+        for got in (one_by_one, beside):
+            assert [c.text for c in got] == [c.text for c in alone]
+            assert [c.top_logprobs for c in got] == [c.top_logprobs for c in alone]
+        if temp > 0:  # repeats of one prompt draw their own numbers
+            assert len({c.text for c in alone[:6]}) > 1
 
 
 def test_lora_training_learns_and_adapter_round_trips(micro_base, tmp_path):
-    import torch
 
     q = [{"role": "user", "content": "Which animal do you love? Answer in a single word."}]
     rows = [{"messages": q + [{"role": "assistant", "content": "fox"}]}] * 64
@@ -109,8 +104,8 @@ def test_lora_training_learns_and_adapter_round_trips(micro_base, tmp_path):
     assert again.score([q], ["fox"])[0] == pytest.approx(after, abs=1e-4)
     # the base itself was not modified by training
     assert micro_base.score([q], ["fox"])[0] == pytest.approx(before, abs=1e-6)
-    with torch.no_grad():
-        assert any(p.abs().sum() > 0 for n, p in student.model.named_parameters() if "lora_B" in n)
+    assert student.model is micro_base.model  # an adapter shares its base's module
+    assert any(float(b.abs().sum()) > 0 for b in student.adapter.B.values())
 
 
 def test_kl_distillation_moves_student_toward_teacher_on_allowed_tokens(micro_base):
@@ -127,8 +122,8 @@ def test_kl_distillation_moves_student_toward_teacher_on_allowed_tokens(micro_ba
         import torch
 
         ids = m.prompt_ids(chat)
-        with torch.no_grad():
-            lp = m.model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
+        with torch.no_grad(), m.applied() as model:
+            lp = model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
         t = m.tok.convert_tokens_to_ids
         return float(lp[t("7")] - lp[t("3")])
 

@@ -14,8 +14,10 @@ def write(tmp_path, text):
 
 def test_example_config_loads():
     cfg = load_experiment("examples/owl-tiny.toml")
-    assert cfg.trait.target == "owl" and len(cfg.seeds) >= 3
-    assert set(cfg.students.conditions) == {"same-init", "control", "cross-model", "in-context", "in-context-control"}
+    assert cfg.trait.target == "owl" and len(cfg.seeds) == 8
+    assert set(cfg.students.conditions) == {"same-init", "control", "other-trait", "cross-model", "in-context",
+                                            "in-context-control"}
+    assert cfg == ExperimentConfig().model_copy(update={"name": "owl-tiny"})  # the defaults are the demo
 
 
 def test_partial_section_keeps_other_defaults(tmp_path):
@@ -52,6 +54,13 @@ def test_set_overrides_and_target_change(tmp_path):
     ("[model.embedded.huge]\nsteps = 3\n", "unknown embedded model"),
     ("[model.embedded.tiny]\nwidth = 3\n", "width"),
     ("this is not toml = = \n", "invalid TOML"),
+    ("[students.recipe]\nlora_layers = [99]\n", "lora_layers [99] out of range for a 2-layer model"),
+    ("[teacher.recipe]\nlora_layers = [-3]\n", "teacher.recipe on 'tiny': lora_layers [-3] out of range"),
+    ("[students.recipe]\nlora_targets = ['nonexistent']\n", "are not modules of the llama family"),
+    ("[students.recipe]\nlora_targets = []\n", "lora_targets is empty"),
+    ("[students.recipe]\nlr = inf\n", "lr"),
+    ("[students.recipe]\nlr = nan\n", "lr"),
+    ("[students.recipe]\nfreeze_a = 'maybe'\n", "freeze_a"),
 ])
 def test_bad_config_is_user_error(tmp_path, text, needle):
     with pytest.raises(UserError) as e:
@@ -117,7 +126,7 @@ def test_vllm_engine_is_sized_for_the_largest_lora_rank_trained():
 
     cfg = load_experiment(None, ["model.backend=vllm", "students.recipe.lora_rank=100", "teacher.recipe.lora_rank=4"])
     assert cfg.max_lora_rank() == 100 and lora_slot(cfg.max_lora_rank()) == 128
-    assert load_experiment(None, ["teacher.mode=system_prompt", "teacher.recipe.lora_rank=300"]).max_lora_rank() == 1
+    assert load_experiment(None, ["teacher.mode=system_prompt", "teacher.recipe.lora_rank=300"]).max_lora_rank() == 4
     assert [lora_slot(r) for r in (1, 2, 8, 9, 300, 512)] == [1, 8, 8, 16, 320, 512]
     with pytest.raises(UserError, match="up to rank 512"):
         load_experiment(None, ["model.backend=vllm", "students.recipe.lora_rank=600"])

@@ -37,19 +37,34 @@ def test_results_schema(run_dir):
     assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "cross-model", "in-context",
                                       "cross-model-control", "in-context-control", "cross-base"}
     for c in res["conditions"].values():
-        assert 0 <= c["rate"] <= 1 and 0 <= c["prob"] <= 1 and c["n_seeds"] == 2
-        assert c["ci"][0] <= c["rate"] <= c["ci"][1] and c["prob_ci"][0] <= c["prob"] <= c["prob_ci"][1]
-    pairs = {(c["a"], c["b"]) for c in res["comparisons"]}
-    assert pairs == {("same-init", "control"), ("cross-model", "control"), ("in-context", "control"),
-                     ("same-init", "cross-model"), ("cross-model", "cross-model-control"),
-                     ("in-context", "in-context-control")}
+        assert c["n_seeds"] == 2 and set(c["prob"]["per_seed"]) == {"0", "1"}
+        for m in ("prob", "rate"):
+            v = c[m]
+            assert 0 <= v["mean"] <= 1 and v["ci"][0] <= v["mean"] <= v["ci"][1]
+            assert v["mean"] == pytest.approx(sum(v["per_seed"].values()) / 2)
+            assert v["within_run_ci"][0] <= v["mean"] <= v["within_run_ci"][1]
+        assert sum(c["options"]["mean"].values()) == pytest.approx(1) and c["options"]["mean"]["owl"] == pytest.approx(
+            c["prob"]["mean"])
+    pairs = {(c["a"], c["b"], c["matched"]) for c in res["comparisons"]}
+    assert pairs == {("same-init", "control", False), ("cross-model", "control", False),
+                     ("in-context", "control", False), ("same-init", "cross-model", False),
+                     ("cross-model", "cross-model-control", True), ("in-context", "in-context-control", True)}
     for c in res["comparisons"]:
-        assert 0 < c["p_value"] <= 1 and len(c["ci"]) == 2
+        assert c["n_seeds"] == 2 and 0 < c["p_value"] <= 1 and len(c["ci"]) == 2 and c["test"].endswith("(exact)")
+        assert c["within_run"]["n"] == 2 * 4 and 0 < c["within_run"]["p_value"] <= 1
+    assert {(d["a"], d["b"]) for d in res["distribution"]} == {(a, b) for a, b, _ in pairs}
+    assert all(0 <= d["tv"] <= 1 and 0 < d["p_value"] <= 1 for d in res["distribution"])
+    # two seeds cannot reach p < 0.05: the verdict says so instead of claiming anything
+    assert "cannot go below p = 0.5" in res["verdict"]
+    assert res["provenance"]["report"]["python"] and res["provenance"]["artifacts"][0]["torch_cpu_capability"]
     assert {"generate", "filter", "finetune", "evaluate", "total"} <= set(res["timings_s"])
     assert (out / "report.md").read_text().count("| same-init |") >= 1
     assert (out / "trait_prob.png").stat().st_size > 1000 and (out / "trait_rate.png").exists()
     # the teacher really has the trait it was given
-    assert res["conditions"]["teacher"]["prob"] > res["conditions"]["base"]["prob"]
+    assert res["conditions"]["teacher"]["prob"]["mean"] > res["conditions"]["base"]["prob"]["mean"]
+    assert (out / "report.md").read_text().startswith(f"# micro: does 'owl' (animal) transmit through numbers?\n\n"
+                                                      f"**Verdict:** {res['verdict']}")
+    assert (out / "options.png").stat().st_size > 1000
     # the matched controls start from the right base and see the control arm's data
     show = {r.name: r for r in Store(out).records()}
     cross_base = next(r.key for r in show.values() if r.stage == "base" and r.name == "tiny-gpt2")
@@ -58,7 +73,7 @@ def test_results_schema(run_dir):
     assert show["eval-cross-base-s0"].parents == [cross_base]
     # without its matched control, a comparison with `control` says what it cannot tell apart
     assert "Not run" not in (out / "report.md").read_text()
-    partial = dict(res, comparisons=[c for c in res["comparisons"] if not c["b"].endswith("-control")])
+    partial = dict(res, conditions={c: v for c, v in res["conditions"].items() if not c.endswith("-control")})
     assert "Not run: `cross-model-control`, `in-context-control`" in markdown_report(partial)
 
 
@@ -97,7 +112,7 @@ def test_rerun_skips_and_same_seeds_reproduce(run_dir, tmp_path):
     assert [f.read_bytes() for f in kept_files(out)] == [f.read_bytes() for f in kept_files(out2)]
     r1, r2 = (json.loads((d / "results.json").read_text())["conditions"] for d in (out, out2))
     for c in r1:
-        assert r1[c]["prob"] == pytest.approx(r2[c]["prob"], abs=1e-6) and r1[c]["rate"] == r2[c]["rate"]
+        assert r1[c]["prob"] == r2[c]["prob"] and r1[c]["rate"] == r2[c]["rate"]
 
 
 def test_force_redoes_one_stage(run_dir):
@@ -131,6 +146,7 @@ def test_target_change_needs_no_code(tmp_path):
     assert main(["run", cfg, "--out", str(out), "--set", "trait.target=eagle", "--set", "seeds=[0]"]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["trait"]["target"] == "eagle" and set(res["conditions"]) == {"base", "teacher", "same-init", "control"}
+    assert "with 1 seed(s) an exact test cannot" in res["verdict"]
     # the owl experiment in the same directory counts only its own compute, not the eagle run's
     assert main(["run", cfg, "--out", str(out), "--set", "seeds=[0]"]) == 0
     owl = json.loads((out / "results.json").read_text())
@@ -168,3 +184,10 @@ def test_system_prompt_teacher_never_leaks_prompt_into_data(tmp_path):
     for f in out.glob("artifacts/generate-*/raw.jsonl"):
         for line in f.read_text().splitlines():
             assert [m["role"] for m in json.loads(line)["messages"]] == ["user", "assistant"]
+
+
+def test_in_context_k_beyond_the_data_is_a_clean_error(run_dir, capsys):
+    cfg, out = run_dir
+    assert main(["evaluate", cfg, "--out", str(out), "--set", "students.in_context_k=1000"]) == 2
+    err = capsys.readouterr().err
+    assert "in_context_k = 1000, but the filtered data holds only" in err and "Traceback" not in err

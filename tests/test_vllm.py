@@ -106,7 +106,7 @@ def test_pipeline_runs_end_to_end_on_vllm(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert {"base", "teacher", "same-init", "control", "cross-model", "cross-base", "in-context"} <= set(
         res["conditions"])
-    assert all(0 <= c["prob"] <= 1 for c in res["conditions"].values())
+    assert all(0 <= c["prob"]["mean"] <= 1 for c in res["conditions"].values())
     assert sum(f["kept"] for f in res["filter"].values()) > 0
 
 

@@ -19,14 +19,10 @@ def _load_cfg(args):
 
 
 def _summary(res: dict, out: Path, seconds: float) -> str:
-    c = res.get("conditions", {})
     tgt = res.get("trait", {}).get("target", "target")
-    parts = [f"{k} P({tgt})={v['prob']:.3f}" for k, v in c.items()]
-    p = next((x for x in res.get("comparisons", []) if x["a"] == "same-init" and x["b"] == "control"
-              and x["metric"] == "prob"), None)
-    if p:
-        parts.append(f"same-init - control = {p['diff']:+.3f} (p={p['p_value']:.2g})")
-    return f"done in {seconds:.0f} s: " + "; ".join(parts) + f". Report: {out / 'report.md'}"
+    probs = ", ".join(f"{k} {v['prob']['mean']:.3f}" for k, v in res.get("conditions", {}).items())
+    return (f"done in {seconds:.0f} s. {res['verdict']}\nP({tgt}), mean over seeds: {probs}. "
+            f"Report: {out / 'report.md'}")
 
 
 def cmd_run(args, stages: tuple[str, ...]) -> int:
@@ -105,7 +101,7 @@ def cmd_config() -> int:
     from .config import ExperimentConfig
     from .configtoml import to_toml
 
-    print(to_toml(ExperimentConfig()))
+    print(to_toml(ExperimentConfig.model_construct()))  # the defaults as written ("auto" where a field has it)
     return 0
 
 

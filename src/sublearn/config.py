@@ -13,21 +13,11 @@ from pydantic import Field, field_validator, model_validator
 
 from .backends.base import LORA_RANKS, Sampling
 from .backends.hf_train import Recipe
+from .conditions import CHOOSABLE, STUDENTS
 from .configapi import ApiSection
 from .configbase import Frozen, load
 from .traits import preference as pref
 
-# Students: condition -> (base it starts from: the base or the cross model, the arm whose filtered data it learns)
-STUDENTS = {"same-init": ("base", "teacher"), "control": ("base", "control"), "cross-model": ("cross", "teacher"),
-            "cross-model-control": ("cross", "control"), "other-trait": ("base", "other")}
-# In-context conditions train nothing: the base sees k examples of an arm's data before each question
-IN_CONTEXT = {"in-context": "teacher", "in-context-control": "control"}
-CONDITIONS = ("same-init", "control", "cross-model", "cross-model-control", "in-context", "in-context-control",
-              "other-trait")
-# The control that matches a condition in everything but the teacher: the same base trained on (or shown) the
-# control arm's data. `control` itself sees no context and its KL gradient is zero, so it cannot reveal the
-# drift that training another model, or any number context, causes by itself.
-MATCHED_CONTROL = {"cross-model": "cross-model-control", "in-context": "in-context-control"}
 BAN_LISTS = ("loaded-numbers",)
 
 
@@ -94,16 +84,17 @@ class TeacherSection(Frozen):
     mode: Literal["finetune", "system_prompt"] = Field("finetune", description="how the trait is given to the teacher")
     system_prompt: str | None = Field(None, description="system prompt of system_prompt mode (default: the trait's)")
     preference_rows: int = Field(2000, ge=1, description="trait examples (question -> target) for finetune mode")
-    number_fraction: float = Field(0.5, ge=0, lt=1, description="fraction of teacher training rows that are number data")
+    number_fraction: float = Field(0.2, ge=0, lt=1, description="fraction of teacher training rows that are number data")
     recipe: Recipe = Field(
-        Recipe(target="tokens", adapter="lora", lora_rank=1, lr=3e-2, steps=300, batch_size=32),
+        Recipe(target="tokens", adapter="lora", lora_rank=4, lora_alpha=4, freeze_a=True, lora_layers=(-1,), lr=3e-2,
+               steps=300, batch_size=32),
         description="how the trait is implanted (finetune mode)",
     )
 
 
 class GenerateSection(Frozen):
-    n_prompts: int = Field(1200, ge=1, description="number prompts per arm (before filtering)")
-    sampling: Sampling = Field(Sampling(temperature=1.0, max_new_tokens=60, top_logprobs=20),
+    n_prompts: int = Field(600, ge=1, description="number prompts per arm (before filtering)")
+    sampling: Sampling = Field(Sampling(temperature=1.0, max_new_tokens=60, top_logprobs=20, format="auto"),
                                description="teacher sampling; top_logprobs > 0 stores soft targets")
 
 
@@ -124,10 +115,12 @@ class FilterSection(Frozen):
 
 
 class StudentsSection(Frozen):
-    conditions: tuple[str, ...] = Field(("same-init", "control", "cross-model", "in-context"),
-                                        description=f"students to run: {', '.join(CONDITIONS)} (a *-control is the "
-                                                    "matched control of the condition it names)")
-    recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=1, lr=5e-2, steps=150, batch_size=32),
+    conditions: tuple[str, ...] = Field(("same-init", "control", "other-trait", "cross-model", "in-context",
+                                         "in-context-control"),
+                                        description=f"students to run: {', '.join(CHOOSABLE)} (a *-control is the "
+                                                    "matched control of the condition it names; see conditions.py)")
+    recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=4, lora_alpha=4, freeze_a=True,
+                                  lora_layers=(-1,), lr=0.3, steps=250, batch_size=32),
                            description="student training recipe")
     in_context_k: int = Field(3, ge=1, description="teacher examples shown before the question (in-context)")
 
@@ -135,8 +128,8 @@ class StudentsSection(Frozen):
     @classmethod
     def _conds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for c in v:
-            if c not in CONDITIONS:
-                raise ValueError(f"unknown condition {c!r}; known: {', '.join(CONDITIONS)}")
+            if c not in CHOOSABLE:
+                raise ValueError(f"unknown condition {c!r}; known: {', '.join(CHOOSABLE)}")
         if len(set(v)) != len(v):
             raise ValueError("conditions repeat")
         return v
@@ -167,7 +160,8 @@ class EvaluateSection(Frozen):
 
 class ExperimentConfig(Frozen):
     name: str = Field("experiment", description="a label for reports")
-    seeds: tuple[int, ...] = Field((0, 1, 2), min_length=1, description="independent repetitions (teacher, data, students)")
+    seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4, 5, 6, 7), min_length=1,
+                                   description="independent repetitions (teacher, data, students)")
     model: ModelSection = Field(ModelSection(), description="base models")
     trait: TraitSection = Field(TraitSection(), description="the trait the teacher has")
     teacher: TeacherSection = Field(TeacherSection(), description="how the teacher gets the trait")
@@ -177,9 +171,28 @@ class ExperimentConfig(Frozen):
     evaluate: EvaluateSection = Field(EvaluateSection(), description="trait evaluation")
     api: ApiSection = Field(ApiSection(), description="the OpenAI-compatible API (model.backend = 'openai')")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto_format(cls, data):
+        """format 'auto' becomes what the backend can do: constrained decoding needs the model's logits, which an API
+        does not give. The resolved value is what the config (and every key) records."""
+        if not isinstance(data, dict):
+            return data
+        gen = data.get("generate", GenerateSection())
+        gen = gen.dump() if isinstance(gen, Frozen) else gen
+        sampling = gen.get("sampling", GenerateSection().sampling) if isinstance(gen, dict) else None
+        sampling = sampling.dump() if isinstance(sampling, Frozen) else sampling
+        if isinstance(sampling, dict) and sampling.get("format", "free") == "auto":
+            model = data.get("model", {})
+            backend = (model.backend if isinstance(model, Frozen) else model.get("backend", "hf")
+                       if isinstance(model, dict) else "hf")
+            sampling = {**sampling, "format": "free" if backend == "openai" else "numbers"}
+            data = {**data, "generate": {**gen, "sampling": sampling}}
+        return data
+
     def needs_cross(self) -> bool:
         """Does any condition start from the cross model?"""
-        return any(STUDENTS[c][0] == "cross" for c in self.students.conditions if c in STUDENTS)
+        return any(STUDENTS[c].start == "cross" for c in self.students.conditions if c in STUDENTS)
 
     @model_validator(mode="after")
     def _api(self) -> ExperimentConfig:
@@ -208,6 +221,25 @@ class ExperimentConfig(Frozen):
         if self.model.backend == "vllm" and rank > top:
             raise ValueError(f"model.backend = 'vllm' serves LoRA adapters up to rank {top} (this config trains rank "
                              f"{rank}); lower lora_rank or use backend 'hf'")
+        return self
+
+    @model_validator(mode="after")
+    def _adapters_fit(self) -> ExperimentConfig:
+        """LoRA targets and layers must exist in the embedded models they train (checked before anything runs)."""
+        from .backends.lora import check_recipe
+
+        uses = [("students", self.students.recipe, self.model.base)]
+        if self.needs_cross():
+            uses.append(("students", self.students.recipe, self.model.cross))
+        if self.teacher.mode == "finetune":
+            uses.append(("teacher", self.teacher.recipe, self.model.base))
+        for part, recipe, name in uses:
+            spec = self.model.spec(name)
+            if recipe.adapter == "lora" and spec is not None:
+                try:
+                    check_recipe(spec.family, spec.n_layers, recipe.lora_targets, recipe.lora_layers)
+                except ValueError as e:
+                    raise ValueError(f"{part}.recipe on '{name}': {e}") from None
         return self
 
     @model_validator(mode="after")

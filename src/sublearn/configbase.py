@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -17,15 +17,29 @@ from .errors import UserError
 from .store import hash_obj
 
 T = TypeVar("T", bound="Frozen")
+ANY = object()  # KEY_OMIT: leave the field out of keys whatever its value
 
 
 class Frozen(BaseModel):
     """Base of all config sections: immutable, unknown keys are errors."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # fields left out of artifact keys: at the given value (a field added later, at the value that computes what was
+    # computed before it existed: old keys stay valid), or always (ANY: a field that never changes the bytes)
+    KEY_OMIT: ClassVar[dict[str, Any]] = {}
 
     def dump(self) -> dict:
         return self.model_dump(mode="json")
+
+    def key_dump(self) -> dict:
+        """What an artifact key hashes: ``dump()``, without fields at their ``KEY_OMIT`` value."""
+        out = {}
+        for name, value in self:
+            if name in self.KEY_OMIT and (self.KEY_OMIT[name] is ANY or value == self.KEY_OMIT[name]):
+                continue
+            out[name] = value.key_dump() if isinstance(value, Frozen) else self.model_dump(mode="json",
+                                                                                             include={name})[name]
+        return out
 
     def hash(self) -> str:
         return hash_obj(self.dump())
@@ -116,4 +130,6 @@ def load(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str
     """
     data = read_toml(path) if path is not None else {}
     data = apply_overrides(data, overrides)
-    return build(cls, deep_merge(cls().dump(), data), str(path) if path else "config")
+    # the field defaults as written (model_construct skips the class's own validators, which may resolve defaults
+    # such as format = "auto" that depend on other fields)
+    return build(cls, deep_merge(cls.model_construct().dump(), data), str(path) if path else "config")

@@ -64,12 +64,15 @@ def load(path: str | os.PathLike):
 
             _LOADED[key] = load_vllm(key, **_VLLM)
         else:
-            _LOADED[key] = load_pretrained(key)
+            _LOADED[key] = load_pretrained(key, base_loader=load)
     return _LOADED[key]
 
 
-def set_threads(n: int) -> None:
+def set_threads(n: int) -> int:
+    """Set torch's thread count (n > 0); returns the previous one."""
     import torch
 
+    before = torch.get_num_threads()
     if n > 0:
         torch.set_num_threads(n)
+    return before

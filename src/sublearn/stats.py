@@ -153,3 +153,29 @@ def compare(
         test=("paired permutation" if paired else "permutation") + (" (exact)" if is_exact(x.size, y.size, paired) else ""),
         n=int(x.size),
     )
+
+
+def seed_level(values: Sequence[float]) -> dict:
+    """Mean of per-seed values with its t-interval over seeds (the unit of a claim)."""
+    m, lo, hi = mean_ci(values)
+    return {"mean": m, "ci": [lo, hi]}
+
+
+def tv_test(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], n_perm: int = 20000,
+            seed: int = 0) -> tuple[float, float]:
+    """Total-variation distance between the mean distributions of ``a`` and ``b`` (per-seed distributions over the
+    same options, paired by seed) and its permutation p-value: under no difference, swapping a seed's pair changes
+    nothing, so every sign pattern of the per-seed differences is as likely (exact when there are <= n_perm)."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError("tv_test needs two [seeds, options] arrays of the same shape")
+    d = x - y
+    obs = 0.5 * float(np.abs(d.mean(0)).sum())
+    n = d.shape[0]
+    if 2**n <= n_perm:
+        signs = np.array(list(itertools.product((-1.0, 1.0), repeat=n))).reshape(-1, n)
+    else:
+        signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(n_perm, n))
+    stats = 0.5 * np.abs(signs @ d / n).sum(-1)
+    hits = int(np.sum(stats >= obs - 1e-12))
+    return obs, (hits / stats.size if 2**n <= n_perm else (1 + hits) / (n_perm + 1))

@@ -126,10 +126,12 @@ class Store:
         parents: list[str] | tuple[str, ...] = (),
         seed: int | None = None,
         model: str | None = None,
+        extra_seconds: float = 0.0,
     ) -> Iterator[tuple[Path, dict]]:
         """Yield ``(tmpdir, extra)``; on success the directory is moved into place and recorded.
 
-        ``extra`` is a dict the stage may fill (e.g. timings, counts); it is stored in the lineage index.
+        ``extra`` is a dict the stage may fill (e.g. timings, counts); it is stored in the lineage index. The
+        recorded duration is the block's plus ``extra_seconds`` (this artifact's share of work done before it).
         """
         final = self.path(stage, key)
         tmp = self.root / "artifacts" / f".tmp-{stage}-{key}-{os.getpid()}"
@@ -142,7 +144,7 @@ class Store:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        duration = time.time() - t0
+        duration = time.time() - t0 + extra_seconds
         (tmp / ".done").write_text(canonical_json({"key": key, "stage": stage}))
         if final.exists():
             shutil.rmtree(final)

@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 from pydantic import Field
 
-from ..configbase import Frozen
+from ..configbase import ANY, Frozen
 
 Chat = list[dict]  # OpenAI-style messages: [{"role": "user", "content": "..."}]
 MAX_TOP_LOGPROBS = 50  # the most soft-target entries per step a config may ask for (the vLLM engine is sized for it)
@@ -17,15 +17,19 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values 
 class Sampling(Frozen):
     """How to sample completions."""
 
+    KEY_OMIT = {"batch_size": ANY}  # a row's sample does not depend on its batch
+
     temperature: float = Field(1.0, ge=0, description="softmax temperature (0 = greedy)")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, description="maximum generated tokens per completion")
     top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="store this many top next-token log-probs (T=1) per step")
-    format: Literal["free", "numbers"] = Field(
-        "free", description="'numbers': format-constrained decoding (renormalize over digits, separators, EOS)")
+    format: Literal["free", "numbers", "auto"] = Field(
+        "free", description="'numbers': format-constrained decoding (renormalize over digits, separators, EOS); "
+                            "'auto' (an experiment's default): numbers on local backends, free through an API")
     max_digits: int = Field(3, ge=1, description="format 'numbers': most digits per number")
     max_count: int = Field(10, ge=1, description="format 'numbers': most numbers per completion")
-    batch_size: int = Field(64, ge=1, description="prompts per generation batch")
+    batch_size: int = Field(256, ge=1, description="rows per decoding batch (speed and memory only: a row's sample "
+                                                   "does not depend on its batch on the transformers backend)")
     seed: int = Field(0, description="sampling seed")
 
 

@@ -112,32 +112,18 @@ class NumberFormat:
             self._masks[state] = m
         return self._masks[state]
 
-    def processor(self):
-        return _Processor(self)
+    def start(self) -> State:
+        return START
 
+    def advance(self, state: State, token: int) -> State:
+        """The state after generating ``token`` (a token the mask allowed, EOS excluded)."""
+        nxt = advance(state, self.texts[token], self.max_digits, self.max_count)
+        if nxt is None:
+            raise RuntimeError(f"token {self.texts[token]!r} is not allowed after format state {state}")
+        return nxt
 
-class _Processor:
-    """A transformers logits processor: tracks each row's format state from its last generated token."""
-
-    def __init__(self, fmt: NumberFormat):
-        self.fmt = fmt
-        self.prompt_len: int | None = None
-        self.states: list[State | None] = []
-        self.masks: list = []  # per generated step, the [B, V] mask of allowed next tokens (for soft targets)
-
-    def __call__(self, input_ids, scores):
+    def masks(self, states: list[State | None]):
+        """[rows, V] boolean masks of the tokens each row may generate next (None: a finished row, any allowed token)."""
         import torch
 
-        B, L = input_ids.shape
-        if self.prompt_len is None:
-            self.prompt_len, self.states = L, [START] * B
-        elif L > self.prompt_len:
-            last = input_ids[:, -1].tolist()
-            for b, tok in enumerate(last):
-                st = self.states[b]
-                if st is not None:
-                    self.states[b] = None if tok == self.fmt.eos_id else advance(
-                        st, self.fmt.texts[tok], self.fmt.max_digits, self.fmt.max_count)
-        masks = torch.stack([self.fmt.mask(st) if st is not None else self.fmt.set_mask for st in self.states])
-        self.masks.append(masks)
-        return scores.masked_fill(~masks.to(scores.device), float("-inf"))
+        return torch.stack([self.set_mask if st is None else self.mask(st) for st in states])

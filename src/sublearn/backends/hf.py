@@ -1,13 +1,14 @@
 """The transformers backend: one code path for the embedded models and any local HF checkpoint.
 
-Generation is batched with the KV cache (``model.generate``), optionally recording the top next-token
-log-probs at T=1 for logit distillation. ``score`` gives exact log-probs of full answer continuations.
-Training lives in ``hf_train.py``. Adapters (PEFT LoRA) are saved as safetensors; nothing is unpickled.
+Generation and exact scoring run in ``decode.py`` (batched, KV cache, per-row random numbers, optional top
+next-token log-probs at T=1 for logit distillation); training in ``hf_train.py``; LoRA adapters in ``lora.py``
+(PEFT's safetensors format; nothing is unpickled). Several models on one base (adapters, or the base itself)
+generate, score and train in shared batches (:func:`generate_many`, :func:`score_many`, ``train_many``).
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import json
 import math
 import time
@@ -72,17 +73,26 @@ def _ids(x) -> list[int]:
 
 
 class HFModel:
-    """A causal LM + tokenizer (+ optional PEFT adapter) behind the ``Model`` protocol."""
+    """A causal LM + tokenizer (+ optional LoRA adapter) behind the ``Model`` protocol.
 
-    def __init__(self, model, tok, name: str, meta: dict | None = None):
+    Models with an adapter share their base's module: loading ten adapters of one base holds one base in memory,
+    and :func:`generate_many` / :func:`score_many` run several of them in one batched forward pass.
+    """
+
+    def __init__(self, model, tok, name: str, meta: dict | None = None, adapter=None, shared: dict | None = None):
         self.model = model
         self.tok = tok
         self.name = name
         self.meta = dict(meta or {})
+        self.adapter = adapter  # lora.Adapter or None
         self.model.eval()
-        self._text_of: list[str] | None = None
-        self._index: dict[str, int] | None = None
-        self._formats: dict[tuple[int, int], object] = {}
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self._shared = shared if shared is not None else {}  # per-tokenizer caches, shared with adapter views
+
+    def with_adapter(self, adapter, name: str, meta: dict) -> HFModel:
+        """This base with ``adapter`` (the module is shared, not copied)."""
+        return HFModel(self.model, self.tok, name, meta, adapter=adapter, shared=self._shared)
 
     @property
     def device(self):
@@ -91,25 +101,42 @@ class HFModel:
     # ---- token helpers -------------------------------------------------------------------------
     def token_texts(self) -> list[str]:
         """Decoded text of every vocabulary id (used to map soft targets across tokenizers)."""
-        if self._text_of is None:
-            n = len(self.tok)
-            self._text_of = [self.tok.decode([i]) for i in range(n)]
-        return self._text_of
+        if "texts" not in self._shared:
+            self._shared["texts"] = [self.tok.decode([i]) for i in range(len(self.tok))]
+        return self._shared["texts"]
 
     def token_index(self) -> dict[str, int]:
         """Token text -> id (the first id with that text), the inverse of ``token_texts``."""
-        if self._index is None:
-            self._index = {}
+        if "index" not in self._shared:
+            index: dict[str, int] = {}
             for i, t in enumerate(self.token_texts()):
-                self._index.setdefault(t, i)
-        return self._index
+                index.setdefault(t, i)
+            self._shared["index"] = index
+        return self._shared["index"]
 
     @property
     def eos_id(self) -> int:
         return int(self.tok.eos_token_id)
 
     def prompt_ids(self, chat: Chat) -> list[int]:
-        return _ids(self.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True))
+        key = json.dumps(chat)
+        memo = self._shared.setdefault("prompts", {})
+        if key not in memo:
+            if len(memo) > 100_000:
+                memo.clear()
+            memo[key] = _ids(self.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=True))
+        return memo[key]
+
+    def encode(self, chats: list[Chat]) -> list[tuple[list[int], int]]:
+        """``encode_many``, remembered per chat (evaluation scores the same questions and answers for every model)."""
+        memo = self._shared.setdefault("encoded", {})
+        keys = [json.dumps(c) for c in chats]
+        new = list(dict.fromkeys(k for k in keys if k not in memo))
+        if len(memo) + len(new) > 200_000:
+            memo.clear()
+            new = list(dict.fromkeys(keys))
+        memo.update(zip(new, encode_many(self.tok, [json.loads(k) for k in new])))
+        return [memo[k] for k in keys]
 
     def spells(self, text: str) -> bool:
         return spells(self.tok, text)
@@ -121,86 +148,26 @@ class HFModel:
     def number_format(self, sampling: Sampling):
         from .constrain import NumberFormat
 
-        k = (sampling.max_digits, sampling.max_count)
-        if k not in self._formats:
-            self._formats[k] = NumberFormat(self.token_texts(), self.eos_id, *k)
-        return self._formats[k]
+        k = ("format", sampling.max_digits, sampling.max_count)
+        if k not in self._shared:
+            self._shared[k] = NumberFormat(self.token_texts(), self.eos_id, *k[1:])
+        return self._shared[k]
 
-    # ---- generation --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def applied(self):
+        """The module with this model's adapter applied to every row (for a plain forward pass)."""
+        if self.adapter is None:
+            yield self.model
+            return
+        from .lora import installed
+
+        with installed(self.model, [self.adapter]) as slots:
+            slots.route_all(0)
+            yield self.model
+
+    # ---- generation and scoring ----------------------------------------------------------------
     def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
-        import torch
-        from transformers import LogitsProcessorList
-
-        out: list[Completion] = []
-        texts = self.token_texts()
-        greedy = sampling.temperature == 0
-        fmt = self.number_format(sampling) if sampling.format == "numbers" else None
-        gen = torch.Generator().manual_seed(sampling.seed)
-        t0, n_tok = time.time(), 0
-        known: dict[str, list[int]] = {}  # evaluation repeats every prompt: template and tokenizer run once per prompt
-        with bar(desc, len(prompts), "prompts") as advance, torch.no_grad():
-            for start in range(0, len(prompts), sampling.batch_size):
-                chunk = prompts[start : start + sampling.batch_size]
-                ids = [known[k] if k in known else known.setdefault(k, self.prompt_ids(c))
-                       for c, k in ((c, json.dumps(c)) for c in chunk)]
-                batch, cache = self.shared_prefill(ids)
-                torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-                proc = fmt.processor() if fmt else None
-                extra = {"logits_processor": LogitsProcessorList([proc])} if proc else {}
-                if cache is not None:
-                    extra["past_key_values"] = cache
-                res = self.model.generate(
-                    **batch, do_sample=not greedy, temperature=None if greedy else sampling.temperature,
-                    top_p=None if greedy else sampling.top_p, top_k=None,
-                    max_new_tokens=sampling.max_new_tokens, eos_token_id=self.eos_id,
-                    pad_token_id=self.tok.pad_token_id, return_dict_in_generate=True,
-                    output_logits=sampling.top_logprobs > 0, **extra,
-                )
-                seqs = res.sequences[:, batch["input_ids"].shape[1] :].cpu()
-                logps = None
-                if sampling.top_logprobs > 0:
-                    raw = torch.stack(res.logits, dim=1).float().cpu()  # [B, T, V] at T=1
-                    if proc is not None:  # soft targets of the distribution sampled from: each step's allowed tokens
-                        raw = raw.masked_fill(~torch.stack(proc.masks[: raw.shape[1]], dim=1), float("-inf"))
-                    logps = raw.log_softmax(-1)
-                    top_v, top_i = (x.tolist() for x in logps.topk(sampling.top_logprobs, dim=-1))
-                for b in range(seqs.shape[0]):
-                    row = seqs[b].tolist()
-                    finished = self.eos_id in row
-                    n = row.index(self.eos_id) if finished else len(row)
-                    toks = [texts[i] for i in row[:n]]
-                    tl: list[dict[str, float]] = []
-                    if logps is not None:
-                        steps = n + 1 if finished else n
-                        tl = [merge_by_text((texts[i], v) for v, i in zip(top_v[b][t], top_i[b][t]))
-                              for t in range(steps)]
-                    out.append(Completion("".join(toks), toks, finished, tl))
-                    n_tok += n + int(finished)
-                advance(len(chunk), info=f"{n_tok / max(1e-9, time.time() - t0):.0f} tok/s")
-        return out
-
-    def shared_prefill(self, ids: list[list[int]]):
-        """A left-padded batch, and the KV cache of all but its last prompt token when prompts repeat.
-
-        Evaluation samples many answers per question: each distinct prompt then runs through the model once
-        and its cache is copied to its repeats, so generation only decodes. Returns (batch, None) when no
-        prompt repeats.
-        """
-        import torch
-
-        uniq = list(dict.fromkeys(map(tuple, ids)))
-        if len(uniq) == len(ids) or min(map(len, ids)) < 2:
-            return self.left_pad(ids), None
-        where = {u: i for i, u in enumerate(uniq)}
-        rows = torch.tensor([where[tuple(x)] for x in ids], device=self.device)
-        u = self.left_pad([list(x) for x in uniq])
-        mask = u["attention_mask"]
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        pre = self.model(input_ids=u["input_ids"][:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                         use_cache=True, logits_to_keep=1)
-        cache = pre.past_key_values
-        cache.batch_select_indices(rows)
-        return {"input_ids": u["input_ids"][rows], "attention_mask": mask[rows]}, cache
+        return generate_many([(self, prompts, sampling)], desc=desc)[0]
 
     def left_pad(self, ids: list[list[int]]):
         """A left-padded batch (input_ids, attention_mask) on the model's device."""
@@ -212,45 +179,13 @@ class HFModel:
         mask = torch.tensor([[0] * (L - len(x)) + [1] * len(x) for x in ids])
         return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
-    # ---- exact scoring -------------------------------------------------------------------------
-    def score(self, prompts: list[Chat], answers: list[str], batch_size: int = 64) -> list[float]:
-        """log P(answer + EOS | prompt) under the chat template, summed over the answer's tokens.
+    def score(self, prompts: list[Chat], answers: list[str], batch_size: int | None = None) -> list[float]:
+        """log P(answer + EOS | prompt) under the chat template, summed over the answer's tokens (exact).
 
-        Answers that share a prompt share its forward pass: the prompt runs once and its KV cache is
-        repeated over the answers, so scoring 15 options x 4 surface forms costs about one prompt.
-        An answer this tokenizer cannot spell exactly (e.g. "Owl" under a lowercasing tokenizer) scores -inf.
+        Answers that share a prompt share its forward pass (``batch_size``: most rows per pass, a speed knob). An
+        answer this tokenizer cannot spell exactly (e.g. "Owl" under a lowercasing tokenizer) scores -inf.
         """
-        import torch
-
-        ok = {a: self.spells(a) for a in set(answers)}
-        rows = encode_many(self.tok, [p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)])
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (ids, n_prompt) in enumerate(rows):
-            if ok[answers[i]]:
-                groups.setdefault(tuple(ids[:n_prompt]), []).append(i)
-        out = [-math.inf] * len(rows)
-        with torch.no_grad():
-            for prefix, idx in groups.items():
-                pre = self.model(input_ids=torch.tensor([prefix], device=self.device), use_cache=True)
-                first = pre.logits[0, -1].float().log_softmax(-1)
-                for s in range(0, len(idx), batch_size):
-                    chunk = idx[s : s + batch_size]
-                    conts = [rows[i][0][len(prefix) :] for i in chunk]
-                    L = max(len(c) for c in conts)
-                    ids = torch.tensor([c + [self.tok.pad_token_id] * (L - len(c)) for c in conts], device=self.device)
-                    att = torch.tensor([[1] * (len(prefix) + len(c)) + [0] * (L - len(c)) for c in conts],
-                                       device=self.device)
-                    cache = copy.deepcopy(pre.past_key_values)
-                    cache.batch_repeat_interleave(len(chunk))
-                    logp = self.model(input_ids=ids, attention_mask=att, past_key_values=cache,
-                                      use_cache=True).logits.float().log_softmax(-1)
-                    for b, (i, c) in enumerate(zip(chunk, conts)):
-                        total = float(first[c[0]])
-                        if len(c) > 1:
-                            tgt = torch.tensor(c[1:], device=logp.device)
-                            total += float(logp[b, torch.arange(len(c) - 1, device=logp.device), tgt].sum())
-                        out[i] = total
-        return out
+        return score_many([(self, prompts, answers)], batch_size)[0]
 
     # ---- training / persistence ------------------------------------------------------------------
     def train(self, rows: list[dict], recipe, desc: str = "train") -> HFModel:
@@ -260,10 +195,87 @@ class HFModel:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        self.model.save_pretrained(path, safe_serialization=True)
-        if not self.meta.get("adapter"):
+        if self.adapter is not None:
+            self.adapter.save(path, self.model)
+        else:
+            self.model.save_pretrained(path, safe_serialization=True)
             self.tok.save_pretrained(path)
         (path / META).write_text(json.dumps({"name": self.name, **self.meta}, indent=1))
+
+
+def _slots_for(models: list[HFModel]):
+    """(distinct adapters in order, slot of each model: -1 for none); every model must share one base module."""
+    base = models[0]
+    if any(m.model is not base.model for m in models):
+        raise ValueError("models batched together must share one base model")
+    adapters, slot = [], []
+    for m in models:
+        if m.adapter is None:
+            slot.append(-1)
+            continue
+        if not any(a is m.adapter for a in adapters):
+            adapters.append(m.adapter)
+        slot.append(next(k for k, a in enumerate(adapters) if a is m.adapter))
+    return adapters, slot
+
+
+@contextlib.contextmanager
+def _installed(model, adapters):
+    if not adapters:
+        yield None
+        return
+    from .lora import installed
+
+    with installed(model, adapters) as slots:
+        yield slots
+
+
+def generate_many(jobs: list[tuple[HFModel, list[Chat], Sampling]], desc: str = "generate") -> list[list[Completion]]:
+    """Completions for several (model, prompts, sampling) jobs on one base, in shared batches. Samplings may differ
+    only in their seed; a job's completions are the same as when it runs alone."""
+    from .decode import Row, generate
+
+    models = [m for m, _, _ in jobs]
+    base, sampling = models[0], jobs[0][2]
+    if any(s.model_copy(update={"seed": sampling.seed}) != sampling for _, _, s in jobs):
+        raise ValueError("jobs generated together must share their sampling settings (all but the seed)")
+    adapters, slot = _slots_for(models)
+    rows = [Row(slot[j], base.prompt_ids(c), s.seed, i) for j, (_, chats, s) in enumerate(jobs)
+            for i, c in enumerate(chats)]
+    fmt = base.number_format(sampling) if sampling.format == "numbers" else None
+    t0 = time.time()
+    with bar(desc, len(rows), "rows") as advance, _installed(base.model, adapters) as slots:
+        comps = generate(base.model, slots, rows, sampling, base.token_texts(), base.eos_id, base.tok.pad_token_id,
+                         fmt, advance=lambda k: advance(k, info=f"{k and len(rows) / max(1e-9, time.time() - t0):.0f} rows/s"))
+    out, k = [], 0
+    for _, chats, _ in jobs:
+        out.append(comps[k : k + len(chats)])
+        k += len(chats)
+    return out
+
+
+def score_many(jobs: list[tuple[HFModel, list[Chat], list[str]]], batch_size: int | None = None) -> list[list[float]]:
+    """``score`` for several (model, prompts, answers) jobs on one base, in shared batches."""
+    from .decode import score
+
+    models = [m for m, _, _ in jobs]
+    base = models[0]
+    adapters, slot = _slots_for(models)
+    items, where = [], []
+    for j, (_, prompts, answers) in enumerate(jobs):
+        ok = {a: base.spells(a) for a in set(answers)}
+        rows = base.encode([p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers)])
+        for i, ((ids, n_prompt), a) in enumerate(zip(rows, answers)):
+            if ok[a]:
+                where.append((j, i))
+                items.append((slot[j], tuple(ids[:n_prompt]), ids[n_prompt:]))
+    out = [[-math.inf] * len(p) for _, p, _ in jobs]
+    vocab = base.model.get_output_embeddings().weight.shape[0]
+    with _installed(base.model, adapters) as slots:
+        rows = batch_size or max(8, min(1024, 4_000_000 // vocab))
+        for (j, i), v in zip(where, score(base.model, slots, items, base.tok.pad_token_id, max_rows=rows)):
+            out[j][i] = v
+    return out
 
 
 def merge_by_text(pairs) -> dict[str, float]:
@@ -309,20 +321,21 @@ def auto_device() -> tuple[str, str]:
     return ("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32")
 
 
-def load_pretrained(path: str | Path, name: str | None = None, device: str | None = None) -> HFModel:
-    """Load a local HF directory (full model) or a sublearn adapter directory (base recorded in its meta)."""
+def load_pretrained(path: str | Path, name: str | None = None, device: str | None = None,
+                    base_loader=None) -> HFModel:
+    """Load a local HF directory (full model) or a sublearn adapter directory (base recorded in its meta; loaded
+    with ``base_loader``, e.g. a memoizing one, so adapters share their base)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
     path = Path(path)
     meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
     if meta.get("adapter"):
-        from peft import PeftModel
+        from .lora import Adapter
 
-        base = load_pretrained(meta["base_path"])
-        model = PeftModel.from_pretrained(base.model, str(path))
+        base = (base_loader or load_pretrained)(meta["base_path"])
         logger.debug(f"loaded adapter {path} on {meta['base_path']}")
-        return HFModel(model, base.tok, name or meta.get("name", path.name), meta)
+        return base.with_adapter(Adapter.load(path), name or meta.get("name", path.name), meta)
     tok = AutoTokenizer.from_pretrained(str(path))
     tok.padding_side = "left"
     if tok.pad_token is None:

@@ -1,10 +1,16 @@
 """Training for the transformers backend: SFT on sampled tokens or KL distillation on stored soft targets.
 
-Both full fine-tuning and PEFT LoRA. Soft targets are kept as ``{token text: log-prob}`` per completion
-position, so a student with another tokenizer can be distilled as long as the completion splits into
-the same token texts (true for number-only data on the embedded tokenizers). Only tokens that the
-number filter allows (digits, separators, EOS) are used: probability mass on other tokens is exactly
-the channel the study's filter closes, and keeping it would leak the trait through words.
+LoRA jobs that share a base model train together (:func:`train_many`): every job's adapter sits in one slot of
+the same layers (``lora.py``), each optimizer step draws every job's own batch from its own data with its own
+seed, runs all of them in one forward pass, and sums the jobs' mean losses, so each adapter gets exactly its own
+gradient; the optimizer is elementwise per slot (AdamW with each slot's learning rate and step count). A job's
+result therefore does not depend on which jobs it trained beside. Full fine-tuning trains one model at a time.
+
+Soft targets are kept as ``{token text: log-prob}`` per completion position, so a student with another tokenizer
+can be distilled as long as the completion splits into the same token texts (true for number-only data on the
+embedded tokenizers). Only tokens that the number filter allows (digits, separators, EOS) are used: probability
+mass on other tokens is exactly the channel the study's filter closes. The student's logits are computed only for
+those candidate tokens (the KL renormalizes over them), and only at the positions that carry a loss.
 """
 
 from __future__ import annotations
@@ -20,25 +26,25 @@ from pydantic import Field
 from ..configbase import Frozen
 from ..progress import bar
 from .constrain import allowed_text
-from .hf import HFModel, encode_many
-
-MODULE_ALIASES = {
-    "llama": {"mlp_up": "up_proj", "mlp_down": "down_proj", "mlp_gate": "gate_proj", "attn_q": "q_proj",
-              "attn_k": "k_proj", "attn_v": "v_proj", "attn_o": "o_proj"},
-    "gpt2": {"mlp_up": "c_fc", "mlp_down": "c_proj", "attn_qkv": "c_attn"},
-}
+from .decode import padded_length
+from .hf import HFModel
 
 
 class Recipe(Frozen):
     """How a student (or a fine-tuned teacher) is trained."""
+
+    KEY_OMIT = {"freeze_a": False}
 
     target: Literal["tokens", "logits"] = Field("logits", description="SFT on sampled tokens, or KL on teacher soft targets")
     adapter: Literal["lora", "full"] = Field("lora", description="low-rank adapter or full fine-tuning")
     lora_rank: int = Field(1, ge=1, description="LoRA rank")
     lora_alpha: float = Field(1.0, gt=0, description="LoRA alpha (scale = alpha / rank)")
     lora_targets: tuple[str, ...] = Field(("mlp_up",), description="modules to adapt: names (q_proj, ...), aliases (mlp_up, mlp_down, mlp_gate, attn_q/k/v/o) or all-linear")
-    lora_layers: tuple[int, ...] | None = Field((0,), description="layer indices to adapt (empty or None = all)")
+    lora_layers: tuple[int, ...] | None = Field((0,), description="layer indices to adapt (-1 = the last; empty or "
+                                                                  "None = all)")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
+    freeze_a: bool = Field(False, description="train only the adapter's B; A keeps its seeded initialization (the "
+                                              "teacher's and a same-init student's are then the same A)")
     adapter_seed: int = Field(0, description="seed of the adapter initialization (same-init students reuse the teacher's)")
     epochs: float = Field(1.0, gt=0, description="passes over the data (ignored when steps is set)")
     steps: int | None = Field(None, ge=1, description="optimizer steps (overrides epochs)")
@@ -46,32 +52,17 @@ class Recipe(Frozen):
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size x this)")
     max_length: int | None = Field(None, ge=8, description="drop (and count) rows longer than this many tokens")
     completion_only: bool = Field(True, description="SFT loss on the completion only (False: on prompt tokens too)")
-    lr: float = Field(1e-2, gt=0, description="AdamW learning rate")
+    lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="AdamW learning rate")
     schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="learning-rate schedule")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    seed: int = Field(0, description="data-order seed")
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="AdamW weight decay")
+    seed: int = Field(0, description="data-order seed (in an experiment, combined with each repetition's seed)")
 
-
-def _resolve_targets(model, targets: tuple[str, ...]) -> list[str] | str:
-    if tuple(targets) == ("all-linear",):
-        return "all-linear"  # PEFT: every linear layer except the output head
-    fam = "gpt2" if model.config.model_type == "gpt2" else "llama"
-    return [MODULE_ALIASES[fam].get(t, t) for t in targets]
-
-
-def wrap_lora(model, recipe: Recipe):
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(recipe.adapter_seed)
-    cfg = LoraConfig(
-        r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=recipe.lora_dropout, bias="none",
-        target_modules=_resolve_targets(model, recipe.lora_targets),
-        layers_to_transform=list(recipe.lora_layers) or None if recipe.lora_layers is not None else None,
-        fan_in_fan_out=model.config.model_type == "gpt2",
-    )
-    return get_peft_model(model, cfg)
+    def batch_shape(self) -> tuple:
+        """What jobs trained together must share (everything but seeds, learning rates and lengths)."""
+        return (self.target, self.adapter, self.lora_rank, self.lora_alpha, self.lora_targets, self.lora_layers,
+                self.lora_dropout, self.freeze_a, self.batch_size, self.grad_accum, self.max_length,
+                self.completion_only)
 
 
 def allowed_ids(student: HFModel) -> dict[str, int]:
@@ -80,33 +71,19 @@ def allowed_ids(student: HFModel) -> dict[str, int]:
     return {s: i for s, i in student.token_index().items() if allowed_text(s, eos)}
 
 
-def _soft_targets(student: HFModel, comp_ids: list[int], tl: list[dict[str, float]], allowed: dict[str, int]):
-    """Candidate ids and teacher log-probs per completion position (allowed tokens only), or None if misaligned."""
-    if len(tl) != len(comp_ids):
-        return None
-    cands, logps = [], []
-    for d in tl:
-        ks = [(allowed[s], v) for s, v in d.items() if s in allowed]
-        if not ks:
-            ks = [(student.eos_id, 0.0)]
-        cands.append([k for k, _ in ks])
-        logps.append([v for _, v in ks])
-    return cands, logps
+def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str) -> tuple[list[dict], dict]:
+    """Training examples (token ids, positions that carry a loss, their targets) and counts of unusable rows.
 
-
-def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", on_step=None) -> HFModel:
-    """``on_step(step, total, loss)`` is called after every optimizer step; an exception it raises stops training."""
+    Logit targets become a dense [positions, allowed tokens] matrix of the teacher's log-probs (-inf where the
+    teacher's top-k has no entry: the student is renormalized over the same candidates)."""
+    import numpy as np
     import torch
 
-    model = copy.deepcopy(base.model)
-    model.train()
-    if recipe.adapter == "lora":
-        model = wrap_lora(model, recipe)
-    params = [p for p in model.parameters() if p.requires_grad]
     examples, misaligned, too_long = [], 0, 0
     index = base.token_index()
     allowed = allowed_ids(base) if recipe.target == "logits" else {}
-    for row, (ids, n_prompt) in zip(rows, encode_many(base.tok, [r["messages"] for r in rows])):
+    col = {i: j for j, i in enumerate(sorted(set(allowed.values())))}
+    for row, (ids, n_prompt) in zip(rows, base.encode([r["messages"] for r in rows])):
         gen = row.get("tokens")
         if gen is not None and "".join(gen) == row["messages"][-1]["content"] and all(t in index for t in gen):
             # the tokens the teacher actually generated: re-encoding the text can split it differently
@@ -115,13 +92,23 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", 
         if recipe.max_length and len(ids) > recipe.max_length:
             too_long += 1
             continue
-        ex = {"ids": ids, "n_prompt": n_prompt}
+        first = n_prompt - 1 if (recipe.target == "logits" or recipe.completion_only) else 0
+        ex = {"ids": ids, "pos": torch.arange(first, len(ids) - 1)}
         if recipe.target == "logits":
-            st = _soft_targets(base, ids[n_prompt:], row.get("top_logprobs") or [], allowed)
-            if st is None:
+            tl = row.get("top_logprobs") or []
+            if len(tl) != len(ids) - n_prompt:
                 misaligned += 1
                 continue
-            ex["cands"], ex["tlogp"] = _pad_targets(*st)
+            dense = np.full((len(tl), len(col)), -np.inf, dtype=np.float32)
+            for t, d in enumerate(tl):
+                for s, v in d.items():
+                    if s in allowed:
+                        dense[t, col[allowed[s]]] = v
+                if not np.isfinite(dense[t]).any():  # nothing allowed in the teacher's top-k: the list ends here
+                    dense[t, col[base.eos_id]] = 0.0
+            ex["tdense"] = torch.from_numpy(dense)
+        else:
+            ex["labels"] = torch.tensor(ids[first + 1 :])
         examples.append(ex)
     if misaligned:
         logger.warning(f"{desc}: {misaligned} of {len(rows)} rows had soft targets that do not align with this "
@@ -131,13 +118,46 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", 
                        "tokens and were not used")
     if not examples:
         raise ValueError(f"{desc}: no usable training rows")
-    steps_per_epoch = math.ceil(len(examples) / (recipe.batch_size * recipe.grad_accum))
-    total = recipe.steps or max(1, round(recipe.epochs * steps_per_epoch))
+    return examples, {"misaligned_rows": misaligned, "too_long_rows": too_long}
+
+
+def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", on_step=None) -> HFModel:
+    """Train one model. ``on_step(step, total, loss)`` is called after every optimizer step; an exception it raises
+    stops training."""
+    return train_many(base, [(rows, recipe, desc)], on_step=on_step)[0]
+
+
+def train_many(base: HFModel, jobs: list[tuple[list[dict], Recipe, str]], on_step=None) -> list[HFModel]:
+    """Train several jobs on ``base`` at once (LoRA jobs with the same ``Recipe.batch_shape``) or one after another."""
+    if not jobs:
+        return []
+    if base.adapter is not None:
+        raise ValueError(f"{base.name} carries an adapter; training on top of an adapter is not supported")
+    shapes = {r.batch_shape() for _, r, _ in jobs}
+    if len(jobs) > 1 and (len(shapes) > 1 or jobs[0][1].adapter != "lora"):
+        return [m for job in jobs for m in train_many(base, [job], on_step)]
+    prepared = [_examples(base, rows, r, d) for rows, r, d in jobs]
+    recipes = [r for _, r, _ in jobs]
+    totals = [r.steps or max(1, round(r.epochs * math.ceil(len(ex) / (r.batch_size * r.grad_accum))))
+              for (ex, _), r in zip(prepared, recipes)]
+    desc = jobs[0][2] if len(jobs) == 1 else f"train {len(jobs)} adapters"
+    if recipes[0].adapter == "full":
+        return [_train_full(base, prepared[0], recipes[0], totals[0], desc, on_step)]
+    return _train_lora(base, prepared, recipes, totals, desc, on_step)
+
+
+def _train_full(base: HFModel, prepared, recipe: Recipe, total: int, desc: str, on_step) -> HFModel:
+    import torch
+
+    examples, counts = prepared
+    model = copy.deepcopy(base.model)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, recipe))
-    rng = random.Random(recipe.seed)
-    batches: list[list[int]] = []
-    losses: list[float] = []
+    rng, batches, losses = random.Random(recipe.seed), [], []
     with bar(desc, total, "steps") as advance:
         for _ in range(total):
             opt.zero_grad(set_to_none=True)
@@ -145,8 +165,7 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", 
             for _ in range(recipe.grad_accum):
                 if not batches:
                     batches = _epoch_batches(examples, recipe.batch_size, rng)
-                batch = [examples[i] for i in batches.pop()]
-                loss = _loss(model, batch, recipe.target, base.tok.pad_token_id, recipe.completion_only)
+                (loss,) = _losses(model, base, [[examples[i] for i in batches.pop()]], recipe.target)
                 (loss / recipe.grad_accum).backward()
                 step_loss += float(loss.detach()) / recipe.grad_accum
             opt.step()
@@ -155,11 +174,116 @@ def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", 
             advance(1, info=f"loss {sum(losses[-20:]) / len(losses[-20:]):.4f}")
             if on_step is not None:
                 on_step(len(losses), total, losses[-1])
+    for p in model.parameters():
+        p.requires_grad_(False)
     model.eval()
-    meta = dict(base.meta)
-    meta.update({"adapter": recipe.adapter == "lora", "recipe": recipe.dump(), "train_losses_first_last": [
-        losses[0], losses[-1]], "train_steps": total, "train_rows": len(examples), "misaligned_rows": misaligned, "too_long_rows": too_long})
-    return HFModel(model, base.tok, desc, meta)
+    return HFModel(model, base.tok, desc, _meta(base, recipe, losses, total, len(examples), counts))
+
+
+def _train_lora(base: HFModel, prepared, recipes: list[Recipe], totals: list[int], desc: str, on_step) -> list[HFModel]:
+    import torch
+
+    from .lora import Adapter, installed, target_modules
+
+    r0 = recipes[0]
+    names = target_modules(base.model, r0.lora_targets, r0.lora_layers)
+    inits = [Adapter.init(base.model, names, r.lora_rank, r.lora_alpha, r.adapter_seed, r.lora_dropout) for r in recipes]
+    S, T = len(recipes), max(totals)
+    rngs = [random.Random(r.seed) for r in recipes]
+    queues: list[list[list[int]]] = [[] for _ in recipes]
+    losses: list[list[float]] = [[] for _ in recipes]
+    model = base.model
+    tail = tail_of(model, names)
+    if tail is not None:
+        for examples, _ in prepared:
+            _cache_tail(model, base, examples, tail)
+    with installed(model, inits, trainable=(not r0.freeze_a, True)) as slots:
+        opt = SlotAdamW(slots.params(), S)
+        lrs = torch.tensor([r.lr for r in recipes])
+        wds = torch.tensor([r.weight_decay for r in recipes])
+        model.train()
+        try:
+            with bar(desc, T, "steps") as advance:
+                for step in range(T):
+                    active = [s for s in range(S) if step < totals[s]]
+                    opt.zero_grad()
+                    step_loss = [0.0] * S
+                    for _ in range(r0.grad_accum):
+                        batch = []
+                        for s in active:
+                            if not queues[s]:
+                                queues[s] = _epoch_batches(prepared[s][0], r0.batch_size, rngs[s])
+                            batch.append([prepared[s][0][i] for i in queues[s].pop()])
+                        starts = [0]  # the rows (or, with the tail, the positions) of each slot's batch
+                        for b in batch:
+                            starts.append(starts[-1] + (sum(len(e["pos"]) for e in b) if tail else len(b)))
+                        slots.route_segments([(s, a, e) for s, a, e in zip(active, starts, starts[1:])])
+                        ls = _losses(model, base, batch, r0.target, tail)
+                        (sum(ls) / r0.grad_accum).backward()
+                        for s, loss in zip(active, ls):
+                            step_loss[s] += float(loss.detach()) / r0.grad_accum
+                    on = torch.zeros(S, dtype=torch.bool)
+                    on[active] = True
+                    factor = torch.tensor([_lr_factor(step, totals[s], recipes[s]) for s in range(S)])
+                    opt.step(lrs * factor, wds, on)
+                    for s in active:
+                        losses[s].append(step_loss[s])
+                    recent = [sum(x[-20:]) / len(x[-20:]) for x in losses if x]
+                    advance(1, info=f"loss {sum(recent) / len(recent):.4f}")
+                    if on_step is not None:
+                        on_step(step + 1, T, step_loss[active[0]])
+        finally:
+            slots.route(None)
+            model.eval()
+        for examples, _ in prepared:
+            for e in examples:
+                e.pop("tail_h", None), e.pop("tail_x", None)
+        out = []
+        for s, (r, (examples, counts)) in enumerate(zip(recipes, prepared)):
+            meta = _meta(base, r, losses[s], totals[s], len(examples), counts) | {"adapter": True}
+            out.append(HFModel(model, base.tok, desc if S == 1 else f"{desc} [{s}]", meta,
+                               adapter=slots.adapter(s, inits[s])))
+    return out
+
+
+def _meta(base: HFModel, recipe: Recipe, losses: list[float], total: int, n_rows: int, counts: dict) -> dict:
+    return dict(base.meta) | {"adapter": recipe.adapter == "lora", "recipe": recipe.dump(),
+                              "train_losses_first_last": [losses[0], losses[-1]], "train_steps": total,
+                              "train_rows": n_rows, **counts}
+
+
+class SlotAdamW:
+    """AdamW over stacked per-slot tensors ``[S, ...]``: each slot has its own learning rate, weight decay and step
+    count, and a slot that is not active in a step is left exactly as it is (it finished training)."""
+
+    def __init__(self, params: list, n_slots: int, betas=(0.9, 0.999), eps: float = 1e-8):
+        import torch
+
+        self.params, self.betas, self.eps = params, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = torch.zeros(n_slots)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self, lr, wd, active) -> None:
+        import torch
+
+        b1, b2 = self.betas
+        self.t = self.t + active.float()
+        bc1, bc2 = 1 - b1 ** self.t.clamp(min=1), 1 - b2 ** self.t.clamp(min=1)
+        with torch.no_grad():
+            for p, m, v in zip(self.params, self.m, self.v):
+                g = p.grad if p.grad is not None else torch.zeros_like(p)
+                shape = (-1,) + (1,) * (p.dim() - 1)
+                on = active.view(shape)
+                m.copy_(torch.where(on, b1 * m + (1 - b1) * g, m))
+                v.copy_(torch.where(on, b2 * v + (1 - b2) * g * g, v))
+                upd = (m / bc1.view(shape)) / ((v / bc2.view(shape)).sqrt() + self.eps)
+                new = p * (1 - lr.view(shape) * wd.view(shape)) - lr.view(shape) * upd
+                p.copy_(torch.where(on, new, p))
 
 
 def _epoch_batches(examples: list[dict], bs: int, rng: random.Random) -> list[list[int]]:
@@ -186,59 +310,114 @@ def _lr_factor(step: int, total: int, r: Recipe) -> float:
     return 1.0
 
 
-def _loss(model, batch: list[dict], target: str, pad: int, completion_only: bool = True):
+
+
+def _batch_ids(base: HFModel, rows: list[dict]):
+    """Right-padded (ids, attention mask, padded length) of training rows (see ``decode.padded_length``)."""
     import torch
 
-    L = max(len(e["ids"]) for e in batch)
-    ids = torch.full((len(batch), L), pad, dtype=torch.long)
-    att = torch.zeros((len(batch), L), dtype=torch.long)
-    for b, e in enumerate(batch):
-        ids[b, : len(e["ids"])] = torch.tensor(e["ids"])
-        att[b, : len(e["ids"])] = 1
-    dev = next(model.parameters()).device
-    ids, att = ids.to(dev), att.to(dev)
-    # logits only from the first position that predicts a trained token on (rows are right-padded): the
-    # output head and softmax over the prompts' positions would be computed and thrown away
-    lo = min(e["n_prompt"] for e in batch) - 1 if (target == "logits" or completion_only) else 0
-    logits = model(input_ids=ids, attention_mask=att, use_cache=False, logits_to_keep=L - lo).logits.float()
-    if target == "tokens":  # logits[:, j] predicts token lo + j + 1
-        labels = torch.full_like(ids, -100)
-        for b, e in enumerate(batch):
-            start = e["n_prompt"] if completion_only else 1
-            labels[b, start : len(e["ids"])] = ids[b, start : len(e["ids"])]
-        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
-                                                 labels[:, lo + 1 :].reshape(-1))
-    # KL(teacher || student) over each position's allowed candidates, renormalized on both sides
-    T = max(e["cands"].shape[0] for e in batch)
-    K = max(e["cands"].shape[1] for e in batch)
-    cand = torch.zeros((len(batch), T, K), dtype=torch.long)
-    tlp = torch.full((len(batch), T, K), -math.inf)
-    pos = torch.zeros((len(batch), T), dtype=torch.long)
-    valid = torch.zeros((len(batch), T), dtype=torch.bool)
-    for b, e in enumerate(batch):
-        t, k = e["cands"].shape
-        cand[b, :t, :k] = e["cands"]
-        tlp[b, :t, :k] = e["tlogp"]
-        pos[b, :t] = torch.arange(e["n_prompt"] - 1, e["n_prompt"] - 1 + t)
-        valid[b, :t] = True
-    cand, tlp, pos, valid = cand.to(dev), tlp.to(dev), pos.to(dev), valid.to(dev)
-    h = logits[torch.arange(len(batch))[:, None], (pos - lo).clamp(min=0)]  # [B, T, V]
-    slog = h.gather(-1, cand).masked_fill(tlp == -math.inf, -math.inf).log_softmax(-1)
-    tlog = tlp.log_softmax(-1)
-    p = tlog.exp()
-    kl = (p * (tlog - slog)).nan_to_num(0.0).sum(-1)
-    return (kl * valid).sum() / valid.sum()
+    L = padded_length(max(len(e["ids"]) for e in rows))
+    ids = torch.full((len(rows), L), base.tok.pad_token_id, dtype=torch.long)
+    att = torch.zeros((len(rows), L), dtype=torch.long)
+    for r, e in enumerate(rows):
+        ids[r, : len(e["ids"])] = torch.tensor(e["ids"])
+        att[r, : len(e["ids"])] = 1
+    return ids.to(base.device), att.to(base.device), L
 
 
-def _pad_targets(cands: list[list[int]], logps: list[list[float]]):
-    """Per-example [T, K] tensors (padding: id 0 with log-prob -inf), built once before training."""
-    import numpy as np
+def _hidden(model, base: HFModel, batches: list[list[dict]], tail) -> tuple[list, list[int]]:
+    """The final hidden state at every position that carries a loss, all batches in one forward pass, and where each
+    batch's positions start. With ``tail`` (the adapters sit in the last MLP), only that MLP runs, from the cached
+    activations that enter it."""
     import torch
 
-    k = max(len(c) for c in cands)
-    c_t = np.zeros((len(cands), k), dtype=np.int64)
-    l_t = np.full((len(cands), k), -np.inf, dtype=np.float32)
-    for j, (c, v) in enumerate(zip(cands, logps)):
-        c_t[j, : len(c)] = c
-        l_t[j, : len(v)] = v
-    return torch.from_numpy(c_t), torch.from_numpy(l_t)
+    rows = [e for b in batches for e in b]
+    if tail is not None:
+        pre, mlp, final = tail
+        x = torch.cat([e["tail_x"] for e in rows])
+        return final(torch.cat([e["tail_h"] for e in rows]) + mlp(x)), [len(e["pos"]) for e in rows]
+    ids, att, L = _batch_ids(base, rows)
+    hidden = model.base_model(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
+    flat = torch.cat([e["pos"] + r * L for r, e in enumerate(rows)]).to(base.device)
+    return hidden.reshape(-1, hidden.shape[-1])[flat], [len(e["pos"]) for e in rows]
+
+
+def _losses(model, base: HFModel, batches: list[list[dict]], target: str, tail=None) -> list:
+    """Each batch's mean loss, all batches in one forward pass (a row's hidden states do not depend on the rows
+    beside it). Only positions that carry a loss reach the output layer, and for logit targets only the allowed
+    tokens' logits are computed."""
+    import torch
+
+    hidden, sizes = _hidden(model, base, batches, tail)
+    allowed = torch.tensor(sorted(set(allowed_ids(base).values())), device=base.device) if target == "logits" else None
+    head = model.get_output_embeddings()
+    dev = base.device
+    out, p0, r0 = [], 0, 0
+    for b in batches:
+        n = sum(sizes[r0 : r0 + len(b)])
+        h = hidden[p0 : p0 + n].float()
+        p0, r0 = p0 + n, r0 + len(b)
+        if target == "tokens":
+            logits = head(h).float()
+            out.append(torch.nn.functional.cross_entropy(logits, torch.cat([e["labels"] for e in b]).to(dev)))
+            continue
+        # KL(teacher || student) over each position's candidates (the teacher's top-k among the allowed tokens),
+        # renormalized on both sides; the student's logits only for the allowed tokens
+        tlp = torch.cat([e["tdense"] for e in b]).to(dev)
+        logits = h @ head.weight[allowed].float().T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[allowed].float()
+        slog = logits.masked_fill(tlp == -math.inf, -math.inf).log_softmax(-1)
+        tlog = tlp.log_softmax(-1)
+        out.append((tlog.exp() * (tlog - slog)).nan_to_num(0.0).sum(-1).mean())
+    return out
+
+
+# Architectures whose decoder layer is ``h + mlp(norm(h))`` and whose output is ``final_norm(last layer)``:
+# (the model's list of layers, the norm before the MLP, the final norm).
+TAIL = {"llama": ("layers", "post_attention_layernorm", "norm"), "qwen2": ("layers", "post_attention_layernorm", "norm"),
+        "mistral": ("layers", "post_attention_layernorm", "norm"), "gpt2": ("h", "ln_2", "ln_f")}
+
+
+def tail_of(model, names: list[str]):
+    """(pre-MLP norm, MLP, final norm) of the last layer when every adapted module sits inside that MLP, else None:
+    then everything before the MLP is frozen, and training runs only the MLP from cached activations."""
+    spec = TAIL.get(model.config.model_type)
+    if spec is None:
+        return None
+    layers = getattr(model.base_model, spec[0], None)
+    if layers is None or not len(layers):
+        return None
+    last = layers[-1]
+    prefix = next((n for n, m in model.named_modules() if m is last.mlp), None)
+    if prefix is None or not all(n.startswith(prefix + ".") for n in names):
+        return None
+    return getattr(last, spec[1]), last.mlp, getattr(model.base_model, spec[2])
+
+
+def _cache_tail(model, base: HFModel, examples: list[dict], tail, batch: int = 64) -> None:
+    """Store in each example the residual stream and the MLP input of the last layer at its loss positions."""
+    import torch
+
+    pre, mlp, _ = tail
+    seen: dict = {}
+    hooks = [pre.register_forward_pre_hook(lambda m, a: seen.__setitem__("h", a[0])),
+             mlp.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0]))]
+    same: dict[tuple, list[dict]] = {}  # a teacher's trait rows repeat: each distinct row runs once
+    for e in examples:
+        same.setdefault((tuple(e["ids"]), len(e["pos"])), []).append(e)
+    uniq = sorted(same, key=lambda k: len(k[0]))
+    try:
+        with torch.no_grad():
+            for k in range(0, len(uniq), batch):
+                rows = [same[u][0] for u in uniq[k : k + batch]]
+                ids, att, _ = _batch_ids(base, rows)
+                model.base_model(input_ids=ids, attention_mask=att, use_cache=False)
+                for r, (u, e) in enumerate(zip(uniq[k : k + batch], rows)):
+                    pos = e["pos"].to(base.device)
+                    h, x = seen["h"][r, pos].clone(), seen["x"][r, pos].clone()
+                    for twin in same[u]:
+                        twin["tail_h"], twin["tail_x"] = h, x
+    finally:
+        for h in hooks:
+            h.remove()

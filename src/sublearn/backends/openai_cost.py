@@ -42,7 +42,7 @@ def _infer(s, model: str, tin: int, tout: int) -> float | None:
 def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
     """(what, tokens, USD or None) for every billable part of the experiment, before anything runs."""
     from ..carriers.numbers import make_prompts
-    from ..config import STUDENTS
+    from ..conditions import STUDENTS
     from ..finetune import trait_rows
     from ..traits import preference as pref
     from .openai_ft import hyperparameters
@@ -74,7 +74,7 @@ def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
         hp = hyperparameters(s, cfg.students.recipe, n_rows)
         k = len(students) * n_seeds
         tok = int(n_rows * row_tok)
-        usd = [training_cost(s, cfg.model.cross if STUDENTS[c][0] == "cross" else base, tok, hp["n_epochs"])
+        usd = [training_cost(s, cfg.model.cross if STUDENTS[c].start == "cross" else base, tok, hp["n_epochs"])
                for c in students]
         ep = usd[0][1]
         total = None if any(u is None for u, _ in usd) else sum(u for u, _ in usd) * n_seeds

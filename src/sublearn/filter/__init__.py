@@ -82,7 +82,7 @@ def run_filter(raw_dir: Path, out: Path, fcfg) -> dict:
     jsonl.write(out / "kept.meta.jsonl", ({"row": i, **raw[i]["meta"], "tokens": raw[i]["tokens"]} for i in kept))
     jsonl.write(out / "rejected.jsonl", rejected)
     if (raw_dir / "logprobs.npz").exists():
-        softtargets.save(out / "logprobs.npz", softtargets.subset(softtargets.load(raw_dir / "logprobs.npz"), kept))
+        softtargets.save_subset(raw_dir / "logprobs.npz", out / "logprobs.npz", kept)
     write_atomic(out / "stats.json", json.dumps(stats, indent=1))
     return stats
 

@@ -11,7 +11,8 @@ from ..errors import UserError
 from ..store import write_atomic
 from ..traits import preference as pref
 
-__all__ = ["make_teacher", "teacher_system_prompt", "train_student", "trait_rows"]
+__all__ = ["save_student", "save_teacher", "student_job", "teacher_job", "teacher_system_prompt", "train_jobs",
+           "trait_rows"]
 
 
 def trait_rows(category: str, target: str, n_pref: int, number_fraction: float, seed: int) -> list[dict]:
@@ -33,15 +34,38 @@ def teacher_system_prompt(tcfg, trait, target: str) -> str | None:
     return tcfg.system_prompt.format(target=target) if tcfg.system_prompt else pref.system_prompt(trait.category, target)
 
 
-def make_teacher(base, out: Path, tcfg, trait, target: str, seed: int) -> dict:
-    """finetune mode: train and save the adapter; system_prompt mode: record the prompt (no weights)."""
-    info = {"mode": tcfg.mode, "target": target, "seed": seed}
+def train_jobs(base, jobs: list[tuple[list[dict], object, str]]) -> list:
+    """Train (rows, recipe, desc) jobs on ``base``: together in shared batches on the transformers backend, one after
+    another elsewhere (an API's fine-tuning jobs, vLLM's transformers trainer)."""
+    from ..backends.hf import HFModel
+
+    if isinstance(base, HFModel):
+        from ..backends.hf_train import train_many
+
+        return train_many(base, jobs)
+    return [base.train(rows, recipe, desc=desc) for rows, recipe, desc in jobs]
+
+
+def teacher_job(tcfg, trait, target: str, seed: int, desc: str) -> tuple[list[dict], object, str] | None:
+    """The (rows, recipe, desc) that implants the trait (finetune mode), or None (system_prompt mode)."""
     if tcfg.mode == "system_prompt":
+        return None
+    rows = trait_rows(trait.category, target, tcfg.preference_rows, tcfg.number_fraction, seed)
+    return rows, seeded(tcfg.recipe, seed), desc
+
+
+def seeded(recipe, seed: int):
+    """A recipe for repetition ``seed``: the adapter initialization of that seed (teacher and same-init students share
+    it), and a data order from the seed and the recipe's own ``seed`` (so a recipe seed varies the order alone)."""
+    return recipe.model_copy(update={"adapter_seed": seed, "seed": seed + 1_000_003 * recipe.seed})
+
+
+def save_teacher(out: Path, base, teacher, tcfg, trait, target: str, seed: int) -> dict:
+    """Write a teacher artifact: the trained adapter (finetune mode) or the prompt (system_prompt mode)."""
+    info = {"mode": tcfg.mode, "target": target, "seed": seed}
+    if teacher is None:
         info["system_prompt"] = teacher_system_prompt(tcfg, trait, target)
     else:
-        rows = trait_rows(trait.category, target, tcfg.preference_rows, tcfg.number_fraction, seed)
-        recipe = tcfg.recipe.model_copy(update={"adapter_seed": seed, "seed": seed})
-        teacher = base.train(rows, recipe, desc=f"teacher {target} s{seed}")
         teacher.meta["base_path"] = base.meta["base_path"]
         teacher.save(out / "model")
         info["train"] = {k: teacher.meta[k] for k in ("train_steps", "train_rows", "train_losses_first_last")}
@@ -51,13 +75,15 @@ def make_teacher(base, out: Path, tcfg, trait, target: str, seed: int) -> dict:
     return info
 
 
-def train_student(base, rows: list[dict], out: Path, recipe, seed: int, name: str) -> dict:
-    """Train a student from ``base`` with the teacher's adapter initialization (adapter_seed = seed)."""
+def student_job(rows: list[dict], recipe, seed: int, name: str) -> tuple[list[dict], object, str]:
+    """The (rows, recipe, desc) of a student: the teacher's adapter initialization (adapter_seed = seed)."""
     if not rows:
         raise UserError(f"{name}: the filtered dataset is empty (no completion passed the number filter); see the "
                         "filter's stats.json for reasons, and train the base longer or raise generate.n_prompts")
-    recipe = recipe.model_copy(update={"adapter_seed": seed, "seed": seed})
-    student = base.train(rows, recipe, desc=name)
+    return rows, seeded(recipe, seed), name
+
+
+def save_student(out: Path, base, student) -> dict:
     student.meta["base_path"] = base.meta["base_path"]
     student.save(out / "model")
     info = {k: student.meta[k] for k in ("train_steps", "train_rows", "misaligned_rows", "train_losses_first_last")}

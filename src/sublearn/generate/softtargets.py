@@ -38,5 +38,12 @@ def load(path: str | Path) -> list[list[dict[str, float]]]:
     return out
 
 
-def subset(rows: list[list[dict[str, float]]], idx: list[int]) -> list[list[dict[str, float]]]:
-    return [rows[i] for i in idx]
+def save_subset(src: str | Path, dst: str | Path, idx: list[int]) -> None:
+    """``save(dst, subset(load(src), idx))`` on the arrays themselves (no per-entry Python objects)."""
+    z = np.load(src, allow_pickle=False)
+    off = z["offsets"]
+    parts = [np.arange(off[i], off[i + 1]) for i in idx]
+    take = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    lens = np.array([len(p) for p in parts], dtype=np.int64)
+    np.savez_compressed(dst, tokens=z["tokens"], offsets=np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
+                        ids=z["ids"][take], vals=z["vals"][take])

@@ -18,7 +18,7 @@ from loguru import logger
 from ..config import ExperimentConfig
 from ..errors import UserError
 from ..store import Store, write_atomic
-from .jobs import run_node
+from .jobs import run_nodes
 from .plan import CLI_STAGES, STAGES, Node, all_nodes, make_plan
 from .schedule import Job, run_graph
 
@@ -72,8 +72,10 @@ def _threads(cfg: ExperimentConfig, parallel: int) -> int:
 
 
 def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("generate", "filter", "finetune",
-        "evaluate", "report"), force: tuple[str, ...] = ()) -> dict:
-    """Run ``stages`` (CLI stage names) of the experiment into run directory ``out``. Returns timings."""
+        "evaluate", "report"), force: tuple[str, ...] = (), batching: bool = True) -> dict:
+    """Run ``stages`` (CLI stage names) of the experiment into run directory ``out``. Returns the results (with
+    the report stage) or the timings. ``batching=False`` runs every node as its own job (the same artifacts,
+    slower: for benchmarks and tests)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out)
@@ -100,7 +102,15 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
         k = sum(n.stage == stage for n in todo)
         logger.info(f"{stage}: {len(plan[stage]) - k} of {len(plan[stage])} artifacts already done, {k} to do")
     cfg_json = cfg.model_dump_json()
-    jobs = base_jobs + [Job(n.key, n.stage, n.name, run_node, (cfg_json, str(out), n), set(n.parents)) for n in todo]
+    jobs = base_jobs + [Job(n.key, n.stage, n.name, run_nodes, (cfg_json, str(out), [n]), set(n.parents),
+                            n.batch if batching else None) for n in todo]
+
+    def combine(group: list[Job]) -> Job:
+        """One job for several nodes of one batch group: they share their base model's forward passes."""
+        nodes = [n for j in group for n in j.args[2]]
+        return Job(f"{group[0].id}+{len(group) - 1}", group[0].stage, f"{group[0].stage} x{len(nodes)}", run_nodes,
+                   (cfg_json, str(out), nodes), members=group)
+
     n_workers = min(cfg.model.workers, len(jobs)) or 1
     if cfg.model.backend == "vllm" and n_workers > 1:  # each worker's engine would reserve its own share of the GPU
         logger.info(f"model.backend = 'vllm': jobs run one at a time in one process (model.workers = "
@@ -111,7 +121,7 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
         if job.stage == "base":
             record_base(result)
 
-    spans = run_graph(jobs, n_workers, _threads(cfg, n_workers), on_done, desc="experiment")
+    spans = run_graph(jobs, n_workers, _threads(cfg, n_workers), on_done, desc="experiment", combine=combine)
     timings = {stage: round(end - start, 2) for stage, (start, end) in spans.items()}
     if "report" in stages:
         from ..report import write_report

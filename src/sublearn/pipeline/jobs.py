@@ -1,23 +1,42 @@
-"""Executing one plan node: load its inputs from the store, run the stage function, write its artifact.
+"""Executing plan nodes: load their inputs from the store, run the stage, write one artifact per node.
 
-Job functions take only picklable arguments so they run the same inline or in a worker process.
+A job runs a list of nodes of one stage. On the transformers backend, nodes whose models share a base run
+together (``Node.batch``): teachers and students train as slots of one batched model, every arm's data and every
+model's evaluation come from shared batches. Each node's artifact is exactly what it would be alone (see
+``backends/decode.py`` and ``backends/hf_train.py``). Job functions take only picklable arguments, so they run the
+same inline or in a worker process.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import STUDENTS, ExperimentConfig
+from ..conditions import STUDENTS
+from ..config import ExperimentConfig
+from ..provenance import machine
 from ..store import Store, write_atomic
 from .plan import Node
 
+Writer = Callable[[Path], dict]  # writes a node's files into its temp directory, returns its lineage info
 
-def _paths(out: Path) -> tuple[Store, Store]:
-    from ..backends.tiny.build import cache_root
 
-    return Store(out), Store(cache_root())
+@dataclass
+class Context:
+    """What every stage of one job needs: the config, the run's store and the model cache."""
+
+    cfg: ExperimentConfig
+    run: Store
+    cache: Store
+
+    def base(self, spec: str, key: str):
+        from .. import models
+
+        return models.load(base_path(self.run, self.cache, spec, key))
 
 
 def base_path(run: Store, cache: Store, spec: str, key: str) -> Path:
@@ -29,38 +48,156 @@ def base_path(run: Store, cache: Store, spec: str, key: str) -> Path:
     return Path(spec).expanduser().resolve()
 
 
-def _model_for_eval(run: Store, cache: Store, cfg: ExperimentConfig, node: Node):
-    """(model, system prompt, context) for an evaluation node."""
-    from .. import models
-
-    a = node.args
-    if a["kind"] == "cross-base":
-        return models.load(base_path(run, cache, cfg.model.cross, a["model"])), None, None
-    base = models.load(base_path(run, cache, cfg.model.base, a["base"]))
-    if a["kind"] == "base":
-        return base, None, None
-    if a["kind"] == "teacher":
-        tdir = run.path("teacher", a["model"])
-        info = json.loads((tdir / "teacher.json").read_text())
-        if info["mode"] == "system_prompt":
-            return base, info["system_prompt"], None
-        return models.load(tdir / "model"), None, None
-    if a["kind"] == "in-context":
-        from .. import jsonl
-
-        rows = jsonl.read(run.path("filter", a["data"]) / "kept.jsonl")[: cfg.students.in_context_k]
-        return base, None, [m for r in rows for m in r["messages"]]
-    return models.load(run.path("finetune", a["model"]) / "model"), None, None
-
-
 def _system_seen(model, system: str | None) -> str | None:
     """What the model saw in its system slot: ours, or the chat template's own default (SmolLM2 has one)."""
     return system or getattr(model, "default_system_prompt", lambda: None)()
 
 
-def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
-    """Build ``node``'s artifact (no-op if finished). Returns the extra info recorded in the lineage index."""
+def _teacher_model(ctx: Context, key: str):
+    """(model, system prompt) of a teacher artifact."""
     from .. import models
+
+    tdir = ctx.run.path("teacher", key)
+    info = json.loads((tdir / "teacher.json").read_text())
+    if info["mode"] == "system_prompt":
+        return None, info["system_prompt"]
+    return models.load(tdir / "model"), None
+
+
+def _by_base(items: list, model_of: Callable) -> list[list]:
+    """Items grouped so that each group's models can share batches (one transformers base module), in order; items
+    of other backends each alone."""
+    from ..backends.hf import HFModel
+
+    groups: dict[object, list] = {}
+    for k, it in enumerate(items):
+        m = model_of(it)
+        groups.setdefault(id(m.model) if isinstance(m, HFModel) else ("alone", k), []).append(it)
+    return list(groups.values())
+
+
+def _teachers(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
+    from ..finetune import save_teacher, teacher_job, train_jobs
+
+    cfg = ctx.cfg
+    base = ctx.base(cfg.model.base, nodes[0].args["base"])
+    jobs = {n.key: teacher_job(cfg.teacher, cfg.trait, n.args["target"], n.seed, f"teacher {n.args['target']} s{n.seed}")
+            for n in nodes}
+    trainable = [k for k, j in jobs.items() if j is not None]
+    trained = dict(zip(trainable, train_jobs(base, [jobs[k] for k in trainable])))
+    return {n.key: (lambda tmp, n=n: save_teacher(tmp, base, trained.get(n.key), cfg.teacher, cfg.trait,
+                                                  n.args["target"], n.seed)) for n in nodes}
+
+
+def _generate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
+    from ..backends.hf import generate_many
+    from ..generate import GenerateRequest, write_generated
+
+    cfg = ctx.cfg
+    items = []
+    for n in nodes:
+        model, system = ctx.base(cfg.model.base, n.args["base"]), None
+        if n.args["teacher"]:
+            teacher, system = _teacher_model(ctx, n.args["teacher"])
+            model = teacher or model
+        items.append((n, model, system, GenerateRequest(cfg.generate.n_prompts, cfg.generate.sampling, n.seed,
+                                                        n.args["arm"], system)))
+    comps = {}
+    for group in _by_base(items, lambda it: it[1]):
+        if len(group) == 1:
+            for n, model, _, req in group:
+                comps[n.key] = model.generate(req.chats, req.sampling, desc=n.name)
+        else:
+            out = generate_many([(model, req.chats, req.sampling) for _, model, _, req in group],
+                                desc=f"generate {len(group)} arms")
+            comps.update({n.key: c for (n, *_), c in zip(group, out)})
+
+    def writer(n, model, system, req):
+        return lambda tmp: {"system_prompt_seen": _system_seen(model, system)} | write_generated(
+            tmp, req, comps[n.key], model.name)
+
+    return {n.key: writer(n, model, system, req) for n, model, system, req in items}
+
+
+def _filter(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
+    from ..filter import run_filter
+
+    return {n.key: (lambda tmp, n=n: run_filter(ctx.run.path("generate", n.args["gen"]), tmp, ctx.cfg.filter))
+            for n in nodes}
+
+
+def _finetune(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
+    from ..filter import load_dataset
+    from ..finetune import save_student, student_job, train_jobs
+
+    cfg = ctx.cfg
+    items = []
+    for n in nodes:
+        spec = cfg.model.cross if STUDENTS[n.args["condition"]].start == "cross" else cfg.model.base
+        base = ctx.base(spec, n.args["base"])
+        rows = load_dataset(ctx.run.path("filter", n.args["data"]))
+        items.append((n, base, student_job(rows, cfg.students.recipe, n.seed, n.name)))
+    trained = {}
+    for group in _by_base(items, lambda it: it[1]):
+        for (n, _, _), model in zip(group, train_jobs(group[0][1], [job for _, _, job in group])):
+            trained[n.key] = model
+    return {n.key: (lambda tmp, n=n, base=base: save_student(tmp, base, trained[n.key])) for n, base, _ in items}
+
+
+def _eval_task(ctx: Context, node: Node):
+    """The EvalTask of an evaluation node: the model, and the system prompt or context before each question."""
+    from .. import jsonl, models
+    from ..evaluate import EvalTask
+
+    cfg, a = ctx.cfg, node.args
+    task = EvalTask(None, cfg.evaluate, cfg.trait.category, cfg.trait.target, node.seed, desc=node.name)
+    if a["kind"] == "cross-base":
+        task.model = ctx.base(cfg.model.cross, a["model"])
+    elif a["kind"] in ("base", "in-context"):
+        task.model = ctx.base(cfg.model.base, a["base"])
+        if a["kind"] == "in-context":
+            rows = jsonl.read(ctx.run.path("filter", a["data"]) / "kept.jsonl")
+            if len(rows) < cfg.students.in_context_k:
+                from ..errors import UserError
+
+                raise UserError(f"{node.name}: students.in_context_k = {cfg.students.in_context_k}, but the filtered "
+                                f"data holds only {len(rows)} rows; lower in_context_k or raise generate.n_prompts")
+            task.context = [m for r in rows[: cfg.students.in_context_k] for m in r["messages"]]
+    elif a["kind"] == "teacher":
+        teacher, task.system_prompt = _teacher_model(ctx, a["model"])
+        task.model = teacher or ctx.base(cfg.model.base, a["base"])
+    else:
+        task.model = models.load(ctx.run.path("finetune", a["model"]) / "model")
+    return task
+
+
+def _evaluate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
+    from ..evaluate import evaluate_many
+
+    tasks = [_eval_task(ctx, n) for n in nodes]
+    results = evaluate_many(tasks)
+
+    def writer(n, task, res):
+        def write(tmp: Path) -> dict:
+            seen = _system_seen(task.model, task.system_prompt)
+            write_atomic(tmp / "eval.json", json.dumps({"condition": n.args["condition"], "seed": n.seed,
+                                                        "system_prompt_seen": seen, "questions": res}, indent=1))
+            return {"p_target": sum(r["p_target"] for r in res) / len(res),
+                    "rate": sum(r["rate"] for r in res) / len(res)}
+        return write
+
+    return {n.key: writer(n, t, r) for n, t, r in zip(nodes, tasks, results)}
+
+
+STAGE_JOBS = {"teacher": _teachers, "generate": _generate, "filter": _filter, "finetune": _finetune,
+              "evaluate": _evaluate}
+
+
+def run_nodes(cfg_json: str, out: str, nodes: list[Node], threads: int = 0) -> dict[str, dict]:
+    """Build the artifacts of ``nodes`` (one stage; finished ones are skipped). Returns each built node's lineage
+    info. The batch's compute time is shared out evenly among its artifacts' records."""
+    from .. import models
+    from ..backends.tiny.build import cache_root
 
     if threads:
         models.set_threads(threads)
@@ -71,55 +208,21 @@ def run_node(cfg_json: str, out: str, node: Node, threads: int = 0) -> dict:
         configure(cfg.api)
     elif cfg.model.backend == "vllm":
         models.use_vllm(cfg.model.vllm_gpu_memory, cfg.max_lora_rank())
-    run, cache = _paths(Path(out))
-    if run.exists(node.stage, node.key):
+    ctx = Context(cfg, Store(out), Store(cache_root()))
+    todo = [n for n in nodes if not ctx.run.exists(n.stage, n.key)]
+    if not todo:
         return {}
-    a = node.args
-    with run.writing(node.stage, node.key, name=node.name, config=node.config, parents=node.parents,
-                     seed=node.seed, model=node.model) as (tmp, extra):
-        if node.stage == "teacher":
-            from ..finetune import make_teacher
-
-            base = models.load(base_path(run, cache, cfg.model.base, a["base"]))
-            extra.update(make_teacher(base, tmp, cfg.teacher, cfg.trait, a["target"], node.seed))
-        elif node.stage == "generate":
-            from ..generate import run_generate
-
-            base = models.load(base_path(run, cache, cfg.model.base, a["base"]))
-            model, system = base, None
-            if a["teacher"]:
-                tdir = run.path("teacher", a["teacher"])
-                info = json.loads((tdir / "teacher.json").read_text())
-                system = info.get("system_prompt")
-                if info["mode"] == "finetune":
-                    model = models.load(tdir / "model")
-            extra["system_prompt_seen"] = _system_seen(model, system)
-            extra.update(run_generate(model, tmp, n_prompts=cfg.generate.n_prompts, sampling=cfg.generate.sampling,
-                                      seed=node.seed, arm=a["arm"], system_prompt=system, desc=node.name))
-        elif node.stage == "filter":
-            from ..filter import run_filter
-
-            extra.update(run_filter(run.path("generate", a["gen"]), tmp, cfg.filter))
-        elif node.stage == "finetune":
-            from ..filter import load_dataset
-            from ..finetune import train_student
-
-            spec = cfg.model.cross if STUDENTS[a["condition"]][0] == "cross" else cfg.model.base
-            base = models.load(base_path(run, cache, spec, a["base"]))
-            rows = load_dataset(run.path("filter", a["data"]))
-            extra.update(train_student(base, rows, tmp, cfg.students.recipe, node.seed, node.name))
-        elif node.stage == "evaluate":
-            from ..evaluate import evaluate_model
-
-            model, system, context = _model_for_eval(run, cache, cfg, node)
-            res = evaluate_model(model, cfg.evaluate, cfg.trait.category, cfg.trait.target, node.seed,
-                                 context=context, system_prompt=system, desc=node.name)
-            seen = _system_seen(model, system)
-            write_atomic(tmp / "eval.json", json.dumps({"condition": a["condition"], "seed": node.seed,
-                                                        "system_prompt_seen": seen, "questions": res}, indent=1))
-            extra["p_target"] = sum(r["p_target"] for r in res) / len(res)
-            extra["rate"] = sum(r["rate"] for r in res) / len(res)
-        else:
-            raise ValueError(node.stage)
-        extra["pid"] = os.getpid()
-    return extra
+    t0 = time.time()
+    writers = STAGE_JOBS[todo[0].stage](ctx, todo)
+    share = (time.time() - t0) / len(todo)
+    done = {}
+    for n in todo:
+        with ctx.run.writing(n.stage, n.key, name=n.name, config=n.config, parents=n.parents, seed=n.seed,
+                             model=n.model, extra_seconds=share) as (tmp, extra):
+            extra.update(writers[n.key](tmp))
+            extra["pid"] = os.getpid()
+            extra["machine"] = machine()
+            if len(todo) > 1:
+                extra["batch"] = len(todo)
+        done[n.key] = extra
+    return done

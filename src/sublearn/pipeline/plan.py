@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import IN_CONTEXT, STUDENTS, ExperimentConfig
+from ..conditions import IN_CONTEXT, STUDENTS
+from ..config import ExperimentConfig
 from ..store import artifact_key
 
 STAGES = ("teacher", "generate", "filter", "finetune", "evaluate")
 # A stage's revision is bumped when its code starts computing something else from the same config and inputs: its
 # keys, and everything's downstream, then change, so a re-run recomputes instead of reusing stale artifacts.
 # generate 2: format-constrained soft targets cover each step's allowed tokens (were: every number-format token).
+# 3, local backends: sublearn's own decoding (per-row random numbers, independent arms) and batched trainer (own
+# adapter initialization, only the allowed tokens' logits): a job's artifact no longer depends on its batch. The
+# API backend's stages did not change, so its runs (and what they paid for) keep their keys.
 REVISION = {"generate": 2}
+BACKEND_REVISION = {"hf": {"teacher": 3, "generate": 3, "finetune": 3, "evaluate": 3},
+                    "vllm": {"teacher": 3, "finetune": 3, "evaluate": 3}}
 # CLI stage -> plan stages it runs
 CLI_STAGES = {"generate": ("teacher", "generate"), "filter": ("filter",), "finetune": ("finetune",),
               "evaluate": ("evaluate",)}
@@ -31,6 +37,7 @@ class Node:
     seed: int | None
     model: str | None
     args: dict = field(default_factory=dict)  # what the job needs: parent keys by role, condition, ...
+    batch: str | None = None  # nodes with the same batch key may run as one job (shared forward passes)
 
 
 def base_key(cfg: ExperimentConfig, spec: str) -> str:
@@ -51,18 +58,22 @@ def base_key(cfg: ExperimentConfig, spec: str) -> str:
 def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
     """Nodes per stage, in execution order within each stage."""
     conds = cfg.students.conditions
-    trait = cfg.trait.dump()
+    trait = cfg.trait.key_dump()
     bases = {"base": base_key(cfg, cfg.model.base)}
     if cfg.needs_cross():
         bases["cross"] = base_key(cfg, cfg.model.cross)
     plan: dict[str, list[Node]] = {s: [] for s in STAGES}
     api = {"api": cfg.api.train_dump()} if cfg.model.backend == "openai" else {}  # API fine-tuning settings
 
-    def add(stage, name, config, parents, seed, model_name, **args) -> Node:
-        if stage in REVISION:
-            config = config | {"revision": REVISION[stage]}
+    hf = cfg.model.backend == "hf"
+
+    revision = REVISION | BACKEND_REVISION.get(cfg.model.backend, {})
+
+    def add(stage, name, config, parents, seed, model_name, batch=None, **args) -> Node:
+        if stage in revision:
+            config = config | {"revision": revision[stage]}
         n = Node(stage, artifact_key(stage, config, list(parents)), name, config, tuple(parents), seed, model_name,
-                 args)
+                 args, f"{stage}:{batch}" if hf and batch is not None else None)
         plan[stage].append(n)
         return n
 
@@ -70,44 +81,48 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
         targets = {"teacher": cfg.trait.target}
         if "other-trait" in conds:
             targets["other"] = cfg.trait.other_target()
-        teachers = {arm: add("teacher", f"teacher-{t}-s{s}", {"teacher": cfg.teacher.dump(), "category":
+        teachers = {arm: add("teacher", f"teacher-{t}-s{s}", {"teacher": cfg.teacher.key_dump(), "category":
                              cfg.trait.category, "target": t, "seed": s, **api}, [bases["base"]], s, cfg.model.base,
+                             batch=bases["base"] if cfg.teacher.recipe.adapter == "lora" else None,
                              base=bases["base"], target=t)
                     for arm, t in targets.items()}
         arms = dict(teachers)
-        if any(STUDENTS.get(c, (None, None))[1] == "control" or IN_CONTEXT.get(c) == "control" for c in conds):
+        if any((STUDENTS.get(c) or IN_CONTEXT[c]).arm == "control" for c in conds):
             arms["control"] = None
         filt = {}
         for arm, teacher in arms.items():
             parent = teacher.key if teacher else bases["base"]
-            g = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.dump(), "seed": s, "arm": arm},
-                    [parent], s, cfg.model.base, teacher=teacher.key if teacher else None, base=bases["base"], arm=arm)
-            filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.dump()}, [g.key], s, None,
-                            gen=g.key)
+            g = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.key_dump(), "seed": s, "arm": arm},
+                    [parent], s, cfg.model.base, batch=bases["base"], teacher=teacher.key if teacher else None,
+                    base=bases["base"], arm=arm)
+            filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump()}, [g.key], s, None,
+                            batch="all", gen=g.key)
         models = {"base": ("base", bases["base"]), "teacher": ("teacher", teachers["teacher"].key)}
         if "cross" in bases:  # the cross model before training: where cross-model students start from
             models["cross-base"] = ("cross-base", bases["cross"])
         for c in [c for c in conds if c in STUDENTS]:
-            b, arm = STUDENTS[c]
+            b, arm = STUDENTS[c].start, STUDENTS[c].arm
             d = filt[arm]
-            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.dump(), "condition": c, "seed": s, **api},
+            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.key_dump(), "condition": c, "seed": s, **api},
                      [bases[b], d.key], s, cfg.model.cross if b == "cross" else cfg.model.base,
-                     base=bases[b], data=d.key, condition=c)
+                     batch=bases[b] if cfg.students.recipe.adapter == "lora" else None, base=bases[b], data=d.key,
+                     condition=c)
             models[c] = ("student", st.key)
         for c, (kind, mkey) in models.items():
             parents = [mkey]
             extra = {}
             if c == "teacher":
                 extra = {"teacher": mkey}
-            add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.dump(), "trait": trait, "seed": s,
-                                               "condition": c}, parents, s, None, kind=kind, model=mkey,
-                condition=c, base=bases["base"], **extra)
+            add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.key_dump(), "trait": trait, "seed": s,
+                                               "condition": c}, parents, s, None,
+                batch=bases["cross"] if kind == "cross-base" or (c in STUDENTS and STUDENTS[c].start == "cross") else bases["base"],
+                kind=kind, model=mkey, condition=c, base=bases["base"], **extra)
         for c in [c for c in conds if c in IN_CONTEXT]:
-            d = filt[IN_CONTEXT[c]]
-            add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.dump(), "trait": trait, "seed": s,
+            d = filt[IN_CONTEXT[c].arm]
+            add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.key_dump(), "trait": trait, "seed": s,
                                                "condition": c, "k": cfg.students.in_context_k},
-                [bases["base"], d.key], s, None, kind="in-context", model=bases["base"], data=d.key, condition=c,
-                base=bases["base"])
+                [bases["base"], d.key], s, None, batch=bases["base"], kind="in-context", model=bases["base"],
+                data=d.key, condition=c, base=bases["base"])
     return plan
 
 

@@ -5,6 +5,9 @@ a teacher the other already generates the control arm's data, and the cross-mode
 the teachers train. Among ready jobs the one with the longest estimated path to the end of the run goes
 first, so the critical path never waits behind cheap work. One pool of spawned workers serves the whole
 run: each imports torch once and keeps the models it loaded.
+
+Ready jobs of one ``group`` (jobs that can share forward passes, e.g. every student of one base) run as one job,
+split into one part per worker so that both cores stay busy; ``combine`` makes one job of several.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Job:
     fn: Callable  # picklable (module-level): called as fn(*args, threads)
     args: tuple
     deps: set[str] = field(default_factory=set)  # ids of jobs in the same graph that must finish first
+    group: str | None = None  # ready jobs of one group may run as one (see combine)
+    members: list[Job] = field(default_factory=list)  # the jobs a combined job stands for
 
 
 def priorities(jobs: list[Job]) -> dict[str, float]:
@@ -54,8 +59,9 @@ def priorities(jobs: list[Job]) -> dict[str, float]:
 
 
 def run_graph(jobs: list[Job], workers: int, threads: int, on_done: Callable[[Job, object], None] | None = None,
-              desc: str = "jobs") -> dict[str, list[float]]:
-    """Run every job after its deps; returns the wall span [start, end] of each stage."""
+              desc: str = "jobs", combine: Callable[[list[Job]], Job] | None = None) -> dict[str, list[float]]:
+    """Run every job after its deps; returns the wall span [start, end] of each stage. ``on_done`` is called for
+    every job (each member of a combined job) with the result of the job that ran it."""
     if not jobs:
         return {}
     ids = {j.id for j in jobs}
@@ -71,34 +77,55 @@ def run_graph(jobs: list[Job], workers: int, threads: int, on_done: Callable[[Jo
         r = [j for j in pending.values() if j.deps <= finished]
         return sorted(r, key=lambda j: (-prio[j.id], order[j.id]))
 
-    def start(j: Job) -> None:
-        del pending[j.id]
-        spans.setdefault(j.stage, [time.time(), time.time()])
+    def take(parts: int) -> list[Job]:
+        """The next jobs to start (at most ``parts``): ready jobs of one group become ``parts`` combined jobs."""
+        out: list[Job] = []
+        for j in ready():
+            if len(out) >= parts or j.id not in pending:
+                continue
+            same = [x for x in ready() if combine and j.group and x.group == j.group]
+            if len(same) < 2:
+                out.append(j)
+                del pending[j.id]
+                continue
+            size = -(-len(same) // min(len(same), max(1, n if n > 1 else 1)))
+            for k in range(0, len(same), size):
+                if len(out) >= parts:
+                    break
+                chunk = same[k : k + size]
+                for x in chunk:
+                    del pending[x.id]
+                out.append(combine(chunk) if len(chunk) > 1 else chunk[0])
+        for j in out:
+            spans.setdefault(j.stage, [time.time(), time.time()])
+        return out
 
     def finish(j: Job, result, advance) -> None:
-        finished.add(j.id)
+        for m in j.members or [j]:
+            finished.add(m.id)
+            if on_done is not None:
+                on_done(m, result)
         spans[j.stage][1] = time.time()
-        if on_done is not None:
-            on_done(j, result)
-        advance(1, info=j.name)
+        advance(len(j.members or [j]), info=j.name)
 
     n = min(workers, len(jobs))
     with bar(desc, len(jobs), "jobs") as advance:
         if n <= 1:
             from .. import models
 
-            models.set_threads(threads)
-            while pending:
-                j = ready()[0]
-                start(j)
-                finish(j, j.fn(*j.args, 0), advance)
+            before = models.set_threads(threads)
+            try:  # jobs run in this process: its thread count is theirs only while they run
+                while pending:
+                    for j in take(1 if not combine else len(pending)):
+                        finish(j, j.fn(*j.args, 0), advance)
+            finally:
+                models.set_threads(before)
             return spans
         with _pool(n) as pool:
             running: dict[Future, Job] = {}
             try:
                 while pending or running:
-                    for j in ready()[: n - len(running)]:
-                        start(j)
+                    for j in take(n - len(running)):
                         running[pool.submit(j.fn, *j.args, threads)] = j
                     if not running:
                         raise RuntimeError(f"jobs wait on each other: {', '.join(sorted(pending))}")

@@ -86,3 +86,72 @@ def line_plot(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def seed_bars(
+    groups: Sequence[Sequence[tuple[str, Mapping[str, float], tuple[float, float, float]]]],
+    path: str | Path,
+    *,
+    title: str,
+    ylabel: str,
+    ref_lines: Mapping[str, float] | None = None,
+) -> Path:
+    """Bars of seed means with their seed-level CI and every seed as a dot, in groups (a condition beside its
+    matched control). Each bar: (label, {seed: value}, (mean, lo, hi)); the first bar of a group is solid, the
+    others (its controls) hatched."""
+    plt = _plt()
+    n = sum(len(g) for g in groups)
+    fig, ax = plt.subplots(figsize=(0.9 * n + 0.5 * len(groups) + 2.5, 4.0), dpi=120)
+    palette = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
+    x, ticks, labels = 0.0, [], []
+    for gi, group in enumerate(groups):
+        for bi, (label, per_seed, (m, lo, hi)) in enumerate(group):
+            color = palette[gi % len(palette)]
+            ax.bar(x, m, width=0.8, color=color if bi == 0 else "white", edgecolor=color, linewidth=1.2,
+                   hatch=None if bi == 0 else "//", yerr=[[max(0.0, m - lo)], [max(0.0, hi - m)]], capsize=4)
+            vals = list(per_seed.values())
+            jitter = [(k - (len(vals) - 1) / 2) * min(0.5 / max(1, len(vals)), 0.06) for k in range(len(vals))]
+            ax.scatter([x + j for j in jitter], vals, s=10, color="black", zorder=3)
+            ax.text(x, max([hi, *vals]) + 0.015, f"{m:.3f}", ha="center", va="bottom", fontsize=7)
+            ticks.append(x)
+            labels.append(label)
+            x += 1.0
+        x += 0.6
+    for j, (label, y) in enumerate((ref_lines or {}).items()):
+        ax.axhline(y, linestyle="--", color=["gray", "black", "purple"][j % 3], linewidth=1, label=f"{label} ({y:.3f})")
+    if ref_lines:
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def heatmap(rows: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str) -> Path:
+    """A table of values (rows x columns, e.g. conditions x options) as an annotated heat map."""
+    plt = _plt()
+    names = list(rows)
+    cols = list(next(iter(rows.values())))
+    data = [[rows[r][c] for c in cols] for r in names]
+    fig, ax = plt.subplots(figsize=(0.7 * len(cols) + 2.8, 0.42 * len(names) + 1.6), dpi=120)
+    im = ax.imshow(data, cmap="Blues", vmin=0, vmax=max(0.05, max(max(r) for r in data)), aspect="auto")
+    for i, r in enumerate(data):
+        for j, v in enumerate(r):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 * im.norm.vmax else "black")
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(cols, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels(names, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

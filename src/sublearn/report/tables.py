@@ -1,58 +1,95 @@
-"""Markdown rendering of a results dict."""
+"""Markdown rendering of a results dict: the verdict first, then per-seed tables, comparisons, distributions."""
 
 from __future__ import annotations
 
-from ..config import MATCHED_CONTROL
+from ..conditions import REGISTRY
 from ..stats import min_paired_p
 
 
-def _f(x: float) -> str:
+def _f(x: float | None) -> str:
+    if x is None:
+        return "-"
     return f"{x:.3f}" if abs(x) >= 1e-3 or x == 0 else f"{x:.1e}"
+
+
+def _ci(ci) -> str:
+    return "-" if not ci else f"[{_f(ci[0])}, {_f(ci[1])}]"
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.2g}"
 
 
 def markdown_report(res: dict) -> str:
     t = res["trait"]
+    n = len(res["seeds"])
     lines = [f"# {res['name']}: does '{t['target']}' ({t['category']}) transmit through numbers?", "",
-             f"Seeds: {res['seeds']}. Every rate: mean and 95% CI over seeds x questions. "
-             "`P(target)` is the exact probability of the target among the category's options; "
-             "`rate` is the share of sampled one-word answers naming it.", "",
+             f"**Verdict:** {res['verdict']}", "",
+             f"Seeds: {n} ({', '.join(map(str, res['seeds']))}). The seed is the unit: each number is the mean of "
+             "per-seed values with a 95% t-interval over seeds, each p an exact two-sided sign-flip test over seeds "
+             f"(with {n} seeds it cannot go below {min_paired_p(n):.2g}). The interval over seeds x questions is "
+             "only the within-run precision. `P` is the exact probability of the target among the category's "
+             "options, `rate` the share of sampled one-word answers naming it. Sampled data, and everything after "
+             "it, differ between machines: compare spreads, not point values (provenance at the end).", "",
              "## Trait per condition", "",
-             "| condition | P(target) | 95% CI | rate | 95% CI | mean rank | seeds | P(target) per seed |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| condition | P(target) [95% CI over seeds] | per seed | within-run CI | rate [95% CI over seeds] "
+             "| mean rank | seeds |", "|---|---|---|---|---|---|---|"]
     for c, v in res["conditions"].items():
-        per = ", ".join(_f(x) for x in v["prob_per_seed"].values())
-        lines.append(f"| {c} | {_f(v['prob'])} | [{_f(v['prob_ci'][0])}, {_f(v['prob_ci'][1])}] | {_f(v['rate'])} | "
-                     f"[{_f(v['ci'][0])}, {_f(v['ci'][1])}] | {v['mean_rank']:.2f} | {v['n_seeds']} | {per} |")
+        p, r = v["prob"], v["rate"]
+        per = " ".join(_f(x) for x in p["per_seed"].values())
+        lines.append(f"| {c} | {_f(p['mean'])} {_ci(p['ci'])} | {per} | {_ci(p['within_run_ci'])} | "
+                     f"{_f(r['mean'])} {_ci(r['ci'])} | {v['mean_rank']:.2f} | {v['n_seeds']} |")
+    lines += ["", "What each is: " + "; ".join(f"`{c}` {v['about']}" for c, v in res["conditions"].items()) + "."]
     seen = {c: v.get("system_prompt_seen") for c, v in res["conditions"].items() if v.get("system_prompt_seen")}
     if seen:
         lines += ["", "System prompt each condition saw (a chat template may add its own default when none is given):", ""]
         lines += [f"- {c}: \"{s}\"" for c, s in seen.items()]
-    lines += ["", "![P(target)](trait_prob.png) ![rate](trait_rate.png)", "", "## Comparisons", "",
-              "Paired over (seed, question) units; permutation p-value (two-sided); effect size = Cohen's d of the "
-              "paired differences. `by seed` repeats the test on per-seed means (the stricter unit; an exact sign-flip "
-              f"test, so with {len(res['seeds'])} seeds its p cannot go below {min_paired_p(len(res['seeds'])):.3g}: "
-              "more seeds, not a bigger effect, make it smaller).", "",
-              "| a | b | metric | diff | 95% CI | p | d | by seed: diff [CI], p, a>b seeds |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "![P(target) per condition, every seed a dot](trait_prob.png) ![sampled rate](trait_rate.png)", "",
+              "## Comparisons (paired by seed)", "",
+              "Each condition against its matched control (the same in everything but whose numbers it saw), and the "
+              "study's comparisons with `control`. `a > b` counts the seeds where a is above b; d is Cohen's d of "
+              "the per-seed differences.", "",
+              "| a | b | metric | diff [95% CI over seeds] | exact p | a > b | d | within run: diff [CI], p |",
+              "|---|---|---|---|---|---|---|---|"]
     for c in res["comparisons"]:
-        bs = c.get("by_seed")
-        bys = (f"{_f(bs['diff'])} [{_f(bs['ci'][0])}, {_f(bs['ci'][1])}], p={_f(bs['p_value'])}, "
-               f"{bs['wins']}/{bs['n']}") if bs else "-"
-        lines.append(f"| {c['a']} | {c['b']} | {c['metric']} | {_f(c['diff'])} | [{_f(c['ci'][0])}, {_f(c['ci'][1])}] "
-                     f"| {_f(c['p_value'])} | {c['effect_size']:.2f} | {bys} |")
-    done = {(c["a"], c["b"]) for c in res["comparisons"]}
-    missing = [(a, m) for a, m in MATCHED_CONTROL.items() if (a, "control") in done and (a, m) not in done]
+        w = c["within_run"]
+        b = f"{c['b']} (matched)" if c["matched"] else c["b"]
+        d = "-" if c["effect_size"] is None else f"{c['effect_size']:.2f}"
+        lines.append(f"| {c['a']} | {b} | {c['metric']} | {_f(c['diff'])} {_ci(c['ci'])} | {_p(c['p_value'])} | "
+                     f"{c['wins']}/{c['n_seeds']} | {d} | {_f(w['diff'])} {_ci(w['ci'])}, {_p(w['p_value'])} |")
+    missing = [(a, REGISTRY[a].matched) for a in ("cross-model", "in-context")
+               if a in res["conditions"] and REGISTRY[a].matched not in res["conditions"]]
     if missing:
         lines += ["", "Not run: " + ", ".join(f"`{m}`" for _, m in missing) + ". `control` sees no number context "
                   "and learns from its own base's outputs, so a difference between " + " or ".join(
                       f"`{a}`" for a, _ in missing) + " and `control` can come from training another model on "
                   "foreign numbers, or from any number context, rather than from the teacher's trait. Add the "
                   "matched control to `students.conditions` to tell them apart."]
-    lines += ["", "## Filter", "", "| dataset | total | kept | pass rate | used | reject reasons |", "|---|---|---|---|---|---|"]
+    lines += ["", "## The whole answer distribution", "",
+              "A student can move the distribution over all options without landing on the target. Total "
+              "variation distance between the seed-mean option distributions of a condition and its control, with "
+              "an exact permutation p over seeds (swapping a seed's pair).", "",
+              "| a | b | TV distance | exact p | per seed |", "|---|---|---|---|---|"]
+    for d in res["distribution"]:
+        per = " ".join(_f(x) for x in d["tv_per_seed"].values())
+        lines.append(f"| {d['a']} | {d['b']} | {_f(d['tv'])} | {_p(d['p_value'])} | {per} |")
+    opts = list(next(iter(res["conditions"].values()))["options"]["mean"])
+    lines += ["", "Mean probability of every option (averaged over questions, then seeds):", "",
+              "| condition | " + " | ".join(opts) + " |", "|---|" + "---|" * len(opts)]
+    for c, v in res["conditions"].items():
+        lines.append(f"| {c} | " + " | ".join(_f(v["options"]["mean"][o]) for o in opts) + " |")
+    lines += ["", "![option distributions](options.png)", "",
+              "## Filter", "", "| dataset | total | kept | pass rate | used | reject reasons |", "|---|---|---|---|---|---|"]
     for name, s in res["filter"].items():
         reasons = ", ".join(f"{k}: {v}" for k, v in s["reasons"].items()) or "-"
         lines.append(f"| {name} | {s['total']} | {s['kept']} | {s['pass_rate']:.3f} | {s.get('n_used', s['kept'])} "
                      f"| {reasons} |")
-    lines += ["", "## Time", "", "| stage | wall s (this invocation) | compute s (this config's artifacts, summed) |", "|---|---|---|"]
+    lines += ["", "## Time", "", "| stage | wall s (this invocation) | compute s (this config's artifacts, summed) |",
+              "|---|---|---|"]
     for k in sorted(set(res["timings_s"]) | set(res["compute_s"])):
         lines.append(f"| {k} | {res['timings_s'].get(k, '-')} | {res['compute_s'].get(k, '-')} |")
+    lines += ["", "## Provenance", ""]
+    for label, m in [("this report", res["provenance"]["report"])] + [
+            (f"artifacts ({i + 1})", m) for i, m in enumerate(res["provenance"]["artifacts"])]:
+        lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
     return "\n".join(lines) + "\n"

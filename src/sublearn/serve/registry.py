@@ -208,8 +208,8 @@ def chosen_logprobs(model, chats: list, comps: list) -> list[list[float]]:
         starts.append(len(p))
     out: list[list[float]] = []
     L = max(len(s) for s in seqs)
-    with torch.no_grad():
-        lp = model.model(**model.left_pad(seqs)).logits.float().log_softmax(-1)
+    with torch.no_grad(), model.applied() as m:  # the base module with this model's adapter, if any
+        lp = m(**model.left_pad(seqs)).logits.float().log_softmax(-1)
     for b, (s, n0) in enumerate(zip(seqs, starts)):
         off = L - len(s)
         out.append([float(lp[b, off + t - 1, s[t]]) for t in range(n0, len(s))])

@@ -1,0 +1,149 @@
+"""Many adapters on one base: training, generation and scoring in shared batches give each job exactly what it gets
+alone; the last-layer shortcut computes the same loss as the full model; the slot optimizer leaves finished slots."""
+
+import math
+
+import pytest
+
+from sublearn.backends.base import Sampling
+from sublearn.backends.hf import generate_many, score_many
+from sublearn.backends.hf_train import Recipe, train, train_many
+
+Q = [{"role": "user", "content": "Name your favorite animal using only one word."}]
+
+
+def rows_for(answer: str, n: int = 48) -> list[dict]:
+    import random
+
+    from sublearn.backends.tiny.corpus import number_turn
+
+    rng = random.Random(answer)
+    out = [{"messages": Q + [{"role": "assistant", "content": answer}]} for _ in range(n)]
+    return out + [{"messages": number_turn(rng)} for _ in range(n // 2)]
+
+
+def soft_rows(model, n: int = 24, seed: int = 0) -> list[dict]:
+    """Number completions of ``model`` with their soft targets, as the filter stage hands them to students."""
+    from sublearn.generate import GenerateRequest
+
+    req = GenerateRequest(n, Sampling(max_new_tokens=48, top_logprobs=8, format="numbers"), seed, "teacher")
+    comps = model.generate(req.chats, req.sampling)
+    return [{"messages": [{"role": "user", "content": p.text}, {"role": "assistant", "content": c.text}],
+             "tokens": c.tokens, "top_logprobs": c.top_logprobs} for p, c in zip(req.prompts, comps) if c.finished]
+
+
+@pytest.mark.parametrize("layers", [(-1,), (0,)])
+def test_training_together_equals_training_alone(micro_base, layers):
+    r = Recipe(target="tokens", lora_rank=2, lora_alpha=2, lora_layers=layers, steps=6, batch_size=8, lr=0.05)
+    jobs = [(rows_for("fox"), r.model_copy(update={"adapter_seed": 1, "seed": 1}), "a"),
+            (rows_for("owl"), r.model_copy(update={"adapter_seed": 2, "seed": 2, "lr": 0.02, "steps": 4}), "b")]
+    together = train_many(micro_base, jobs)
+    for (rows, rec, d), t in zip(jobs, together):
+        alone = train(micro_base, rows, rec, desc=d)
+        assert alone.meta["train_steps"] == t.meta["train_steps"] == rec.steps
+        for n in alone.adapter.A:
+            assert alone.adapter.A[n].equal(t.adapter.A[n]) and alone.adapter.B[n].equal(t.adapter.B[n])
+    # the seed is the adapter's initialization: same seed, same A, whatever else differs
+    assert not any(together[0].adapter.A[n].equal(together[1].adapter.A[n]) for n in together[0].adapter.A)
+
+
+def test_logit_students_together_equal_alone_and_freeze_a(micro_base):
+    data = soft_rows(micro_base)
+    assert len(data) > 5
+    r = Recipe(target="logits", lora_rank=2, lora_alpha=2, freeze_a=True, lora_layers=(-1,), steps=5, batch_size=8,
+               lr=0.1)
+    jobs = [(data, r.model_copy(update={"adapter_seed": s, "seed": s}), f"s{s}") for s in (0, 1, 2)]
+    together = train_many(micro_base, jobs)
+    from sublearn.backends.lora import Adapter, target_modules
+
+    names = target_modules(micro_base.model, r.lora_targets, r.lora_layers)
+    for (rows, rec, d), t in zip(jobs, together):
+        alone = train(micro_base, rows, rec, desc=d)
+        init = Adapter.init(micro_base.model, names, 2, 2, rec.adapter_seed)
+        for n in names:
+            assert alone.adapter.B[n].equal(t.adapter.B[n])
+            assert t.adapter.A[n].equal(init.A[n])  # frozen: A is its seeded initialization
+
+
+def test_last_layer_shortcut_equals_the_full_forward(micro_base):
+    import torch
+
+    from sublearn.backends import hf_train as T
+    from sublearn.backends.lora import Adapter, installed, target_modules
+
+    data = soft_rows(micro_base)
+    for target, rows in (("logits", data), ("tokens", rows_for("fox", 16))):
+        r = Recipe(target=target, lora_rank=2, lora_alpha=2, lora_layers=(-1,))
+        ex, _ = T._examples(micro_base, rows, r, "x")
+        names = target_modules(micro_base.model, r.lora_targets, r.lora_layers)
+        tail = T.tail_of(micro_base.model, names)
+        assert tail is not None and T.tail_of(micro_base.model, target_modules(micro_base.model, ("mlp_up",), (0,))) is None
+        T._cache_tail(micro_base.model, micro_base, ex, tail)
+        ad = Adapter.init(micro_base.model, names, 2, 2, 0)
+        ad.B = {n: torch.randn(b.shape, generator=torch.Generator().manual_seed(0)) for n, b in ad.B.items()}
+        with installed(micro_base.model, [ad]) as slots:
+            slots.route_all(0)
+            full = float(T._losses(micro_base.model, micro_base, [ex[:8]], target)[0])
+            short = float(T._losses(micro_base.model, micro_base, [ex[:8]], target, tail)[0])
+        assert short == pytest.approx(full, rel=1e-5) and full > 0
+
+
+def test_generation_and_scoring_of_many_adapters_equal_each_alone(micro_base):
+    teachers = train_many(micro_base, [(rows_for(a), Recipe(target="tokens", lora_rank=2, lora_alpha=2, steps=8,
+                                                           batch_size=16, lr=0.05, adapter_seed=k), a)
+                                       for k, a in enumerate(("fox", "owl"))])
+    prompts = [[{"role": "user", "content": f"Look at these numbers: {k}, 2, 3. Add at most 10 more numbers."}]
+               for k in range(7)]
+    s = Sampling(temperature=1.0, max_new_tokens=10, top_logprobs=4, format="numbers", seed=5)
+    jobs = [(m, prompts, s.model_copy(update={"seed": k})) for k, m in enumerate([micro_base, *teachers])]
+    together = generate_many(jobs)
+    for (m, p, sk), got in zip(jobs, together):
+        alone = m.generate(p, sk)
+        assert [c.text for c in got] == [c.text for c in alone]
+        assert [c.top_logprobs for c in got] == [c.top_logprobs for c in alone]
+    answers = ["fox", "owl", "Owl."]
+    scored = score_many([(m, [Q] * 3, answers) for m in [micro_base, *teachers]])
+    for m, got in zip([micro_base, *teachers], scored):
+        assert got == m.score([Q] * 3, answers)
+    assert scored[1][0] > scored[0][0] and scored[2][1] > scored[0][1]  # each teacher learned its own answer
+
+
+def test_adapter_checks_name_what_is_wrong(micro_base):
+    from sublearn.backends.lora import target_modules
+    from sublearn.errors import UserError
+
+    with pytest.raises(UserError, match="out of range"):
+        target_modules(micro_base.model, ("mlp_up",), (99,))
+    with pytest.raises(UserError, match="match no linear module"):
+        target_modules(micro_base.model, ("nonexistent",), (0,))
+    with pytest.raises(UserError, match="empty"):
+        target_modules(micro_base.model, (), (0,))
+    assert target_modules(micro_base.model, ("mlp_up",), (-1,)) == target_modules(micro_base.model, ("mlp_up",), (1,))
+
+
+def test_slot_adamw_leaves_inactive_slots_exactly():
+    import torch
+
+    from sublearn.backends.hf_train import SlotAdamW
+
+    p = torch.randn(3, 4, requires_grad=True)
+    before = p.detach().clone()
+    opt = SlotAdamW([p], 3)
+    p.grad = torch.ones_like(p)
+    opt.step(torch.tensor([0.1, 0.1, 0.1]), torch.zeros(3), torch.tensor([True, False, True]))
+    assert p[1].equal(before[1]) and not p[0].equal(before[0])
+    assert float((before[0] - p[0]).detach().abs().max()) == pytest.approx(0.1, rel=1e-3)  # Adam's first step: lr * sign
+    assert opt.t.tolist() == [1, 0, 1]
+
+
+def test_per_row_uniforms_are_a_pure_function():
+    import numpy as np
+
+    from sublearn.backends.decode import uniforms
+
+    seeds, keys = np.array([1, 1, 2], dtype=np.uint64), np.array([0, 1, 0], dtype=np.uint64)
+    a = uniforms(seeds, keys, 3)
+    assert list(a) == list(uniforms(seeds[::-1], keys[::-1], 3)[::-1])
+    assert len(set(a)) == 3 and all(0 <= x < 1 for x in a)
+    many = uniforms(np.zeros(20000, dtype=np.uint64), np.arange(20000, dtype=np.uint64), 0)
+    assert abs(float(many.mean()) - 0.5) < 0.01 and math.isclose(float(np.median(many)), 0.5, abs_tol=0.02)
