@@ -79,3 +79,19 @@ def test_stage_revision_changes_its_keys_and_everything_downstream_only(monkeypa
     kept = set(before) - changed  # teachers, and the evaluations of base, teacher and cross-base
     assert kept and all(name.startswith("teacher-") or name.split("-s")[0] in ("eval-base", "eval-teacher",
                                                                                 "eval-cross-base") for name in kept)
+
+
+def test_backend_revision_changes_only_that_backends_stage_and_downstream(monkeypatch):
+    from sublearn.config import load_experiment
+    from sublearn.pipeline import plan
+
+    cfg = load_experiment(None, [])
+    before = {n.name: n.key for nodes in plan.make_plan(cfg).values() for n in nodes}
+    bumped = plan.BACKEND_REVISION["hf"] | {"finetune": plan.BACKEND_REVISION["hf"]["finetune"] + 1}
+    monkeypatch.setitem(plan.BACKEND_REVISION, "hf", bumped)
+    after = {n.name: n.key for nodes in plan.make_plan(cfg).values() for n in nodes}
+    changed = {name for name in before if before[name] != after[name]}
+    assert changed and all(name.startswith(("student-", "eval-")) for name in changed)
+    assert all(before[n] == after[n] for n in before if n.startswith(("teacher-", "data-", "filtered-")))
+    monkeypatch.setitem(plan.BACKEND_REVISION, "vllm", {})  # another backend's revision leaves hf keys alone
+    assert {n.name: n.key for nodes in plan.make_plan(cfg).values() for n in nodes} == after

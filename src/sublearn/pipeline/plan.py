@@ -67,11 +67,13 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
 
     hf = cfg.model.backend == "hf"
 
-    revision = REVISION | BACKEND_REVISION.get(cfg.model.backend, {})
+    backend_revision = BACKEND_REVISION.get(cfg.model.backend, {})
 
     def add(stage, name, config, parents, seed, model_name, batch=None, **args) -> Node:
-        if stage in revision:
-            config = config | {"revision": revision[stage]}
+        if stage in REVISION:  # bumping either revision changes the stage's keys
+            config = config | {"revision": REVISION[stage]}
+        if stage in backend_revision:
+            config = config | {"backend_revision": backend_revision[stage]}
         n = Node(stage, artifact_key(stage, config, list(parents)), name, config, tuple(parents), seed, model_name,
                  args, f"{stage}:{batch}" if hf and batch is not None else None)
         plan[stage].append(n)
