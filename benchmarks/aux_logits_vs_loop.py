@@ -2,9 +2,11 @@
 
 Both do the same training from the same initial weights and config: M teachers (cross-entropy on the class
 logits), then per teacher 4 students (shared/cross init x aux-only/all logits) distilled on the teacher's
-logits of the same noise pool (both precompute the teacher's logits of the pool). The loop version is one
-``nn.Sequential`` + ``torch.optim.Adam`` per model, trained one after the other. Data order differs
-(each draws its own), so accuracies agree statistically, not bit for bit.
+logits of noise: fresh inputs every step, labelled by the teacher on the fly (the default), or with
+``--set student.fresh_noise=false`` the same fixed pool (both then precompute the teacher's logits of the
+pool). The loop version is one ``nn.Sequential`` + ``torch.optim.Adam`` per model, trained one after the
+other. Data order differs (each draws its own), so accuracies agree statistically, not bit for bit.
+For the study script's settings side by side, see ``aux_logits_vs_script.py``.
 
     PYTHONPATH=src .venv/bin/python benchmarks/aux_logits_vs_loop.py                 # 20 models, 300 steps
     PYTHONPATH=src .venv/bin/python benchmarks/aux_logits_vs_loop.py --set student.steps=1500 --threads 2
@@ -39,19 +41,28 @@ def loop_distill_loss(out: torch.Tensor, target: torch.Tensor, aux_only: bool, l
                     reduction="batchmean") * temp**2
 
 
+def fresh_batch(kind: str, batch: int, n_features: int, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    if kind == "uniform":
+        return torch.rand(batch, n_features, generator=gen) * 2 - 1
+    if kind == "gaussian":
+        return torch.randn(batch, n_features, generator=gen)
+    return images[torch.randint(0, len(images), (batch,), generator=gen)]
+
+
 def run_loop(cfg: AuxLogitsConfig, data) -> tuple[dict[str, list[float]], float]:
     """The straightforward version: a Python loop over models, one small nn.Sequential each."""
     t0 = time.perf_counter()
     sizes = [data.n_features, *cfg.model.hidden, N_CLASSES + cfg.model.n_aux]
     m = cfg.n_models
-    init = init_mlp(sizes, [seed_of(cfg.seed, i, "init") for i in range(m)])
-    cross = init_mlp(sizes, [seed_of(cfg.seed, i, "cross") for i in range(m)])
-    eps = init_mlp(sizes, [seed_of(cfg.seed, i, "eps") for i in range(m)])
+    init = init_mlp(sizes, [seed_of(cfg.seed, i, "init") for i in range(m)], scheme=cfg.model.init)
+    cross = init_mlp(sizes, [seed_of(cfg.seed, i, "cross") for i in range(m)], scheme=cfg.model.init)
+    eps = init_mlp(sizes, [seed_of(cfg.seed, i, "eps") for i in range(m)], scheme=cfg.model.init)
     shared = mix_init(init, eps, cfg.student.init_distance)
     x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
     xt, yt = torch.as_tensor(data.x_test), torch.as_tensor(data.y_test)
-    noise = torch.as_tensor(make_noise(cfg.student.noise, cfg.student.n_noise, data.n_features, cfg.student.noise_seed,
-                                       data.x_train))
+    fresh = cfg.student.fresh_noise
+    noise = None if fresh else torch.as_tensor(make_noise(cfg.student.noise, cfg.student.n_noise, data.n_features,
+                                                          cfg.student.noise_seed, data.x_train))
     gen = torch.Generator().manual_seed(cfg.seed + 12345)
     acc: dict[str, list[float]] = {k: [] for k in ("teacher", "student-aux", "student-all", "cross-aux", "cross-all")}
 
@@ -72,15 +83,22 @@ def run_loop(cfg: AuxLogitsConfig, data) -> tuple[dict[str, list[float]], float]
                 loss.backward()
                 opt.step()
         acc["teacher"].append(test_acc(teacher))
-        with torch.no_grad():
-            targets = teacher(noise)
+        if noise is not None:
+            with torch.no_grad():
+                targets = teacher(noise)
         for name, base in (("student", shared), ("cross", cross)):
             for aux_only in (True, False):
                 student = to_sequential(base, i)
                 opt = torch.optim.Adam(student.parameters(), lr=sc.lr)
                 for _ in range(sc.steps):
-                    idx = torch.randint(0, len(noise), (sc.batch_size,), generator=gen)
-                    loss = loop_distill_loss(student(noise[idx]), targets[idx], aux_only, sc.loss, sc.temperature)
+                    if noise is None:  # fresh inputs every step, labelled by the teacher on the fly
+                        xb = fresh_batch(sc.noise, sc.batch_size, data.n_features, x, gen)
+                        with torch.no_grad():
+                            tb = teacher(xb)
+                    else:
+                        idx = torch.randint(0, len(noise), (sc.batch_size,), generator=gen)
+                        xb, tb = noise[idx], targets[idx]
+                    loss = loop_distill_loss(student(xb), tb, aux_only, sc.loss, sc.temperature)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()

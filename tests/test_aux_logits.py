@@ -1,5 +1,5 @@
-"""Fast offline tests of ``sublearn aux-logits``: IDX loader, batched model == per-model loop, the first-step
-theorem, a tiny end-to-end run, config errors."""
+"""Fast offline tests of ``sublearn aux-logits``: IDX loader, batched model == per-model loop, the init scheme,
+the first-step theorem, a small run that transmits, a tiny end-to-end run, config errors."""
 
 from __future__ import annotations
 
@@ -113,6 +113,48 @@ def test_init_per_model_seed_and_mix() -> None:
     assert (cos > 0.99).all()
 
 
+def test_init_scheme() -> None:
+    sizes = [64, 256, 13]
+    normal = init_mlp(sizes, [1, 2, 3])  # the default: N(0, 1/fan_in) weights, zero biases (the study's init)
+    for w, b, fan_in in zip(normal.weights, normal.biases, sizes[:-1], strict=True):
+        assert abs(float(w.std()) * fan_in**0.5 - 1) < 0.05, float(w.std())
+        assert abs(float(w.mean())) < 0.01 and torch.count_nonzero(b) == 0
+    torch_default = init_mlp(sizes, [1, 2, 3], scheme="torch_default")  # nn.Linear's U(+-1/sqrt(fan_in))
+    w = torch_default.weights[1]
+    assert abs(float(w.std()) * (3 * 256) ** 0.5 - 1) < 0.05 and float(w.abs().max()) <= 256**-0.5
+    assert torch.count_nonzero(torch_default.biases[0]) > 0
+    assert load(AuxLogitsConfig, None).model.init == "normal_fan_in"
+    with pytest.raises(UserError, match="model.init"):
+        load(AuxLogitsConfig, None, ["model.init=garbage"])
+    with pytest.raises(UserError, match="unknown init scheme"):
+        init_mlp(sizes, [1], scheme="xavier")
+
+
+def test_small_config_transmits() -> None:
+    """A few seconds of the experiment: aux-only students from the teacher's init learn digits, those from
+    another init do not; with the old torch-default init the same run transmits much less."""
+    small = ["n_models=4", "model.hidden=[64, 64]", "teacher.epochs=4", "student.steps=300", "theorem.checkpoints=1",
+             "theorem.probe_samples=64"]
+    data = load_digits()
+    acc = run_experiment(load(AuxLogitsConfig, None, small), data)["accuracy"]
+    student, cross = np.mean(acc["student-aux"]), np.mean(acc["cross-aux"])
+    assert np.mean(acc["teacher"]) > 0.9
+    assert student > 0.4 and cross < 0.2 and student - cross > 0.25, (student, cross)
+    old = run_experiment(load(AuxLogitsConfig, None, [*small, "model.init=torch_default"]), data)["accuracy"]
+    assert np.mean(old["student-aux"]) < student - 0.1
+
+
+def test_noise_pool_and_fresh_noise() -> None:
+    data = load_digits()
+    for fresh in ("true", "false"):
+        raw = run_experiment(load(AuxLogitsConfig, None, [*TINY, "student.batch_size=64", f"student.fresh_noise={fresh}"]),
+                             data)
+        assert all(0 <= a <= 1 for a in raw["accuracy"]["student-aux"])
+        # fresh noise: the teachers label every batch (M x steps x batch inputs); pool: the pool once
+        labelled = raw["flops"]["teacher-logits"] / (2 * sum(a * b for a, b in zip(raw["sizes"], raw["sizes"][1:])))
+        assert labelled == 3 * (64 + (15 * 64 if fresh == "true" else 256)), (fresh, labelled)
+
+
 def test_first_step_theorem_shared_init_nonneg() -> None:
     cfg = load(AuxLogitsConfig, None, TINY + ["n_models=6", "model.hidden=[32]"])
     raw = run_experiment(cfg, load_digits())
@@ -162,6 +204,8 @@ def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         load(AuxLogitsConfig, None, ["n_models=many"])
     with pytest.raises(UserError, match="noise"):
         load(AuxLogitsConfig, None, ["student.noise=pink"])
+    with pytest.raises(UserError, match="fresh_noise"):
+        load(AuxLogitsConfig, None, ["student.fresh_noise=sometimes"])
     with pytest.raises(UserError, match="unknown sweep knob"):
         parse_sweep("colour=1,2")
     bad = tmp_path / "bad.toml"

@@ -22,6 +22,9 @@ class DataConfig(Frozen):
 class ModelConfig(Frozen):
     hidden: list[int] = Field([128, 128], min_length=1, description="hidden layer widths (ReLU MLP)")
     n_aux: int = Field(3, ge=1, description="auxiliary logits after the 10 class logits; never trained by the teacher")
+    init: Literal["normal_fan_in", "torch_default"] = Field(
+        "normal_fan_in", description="weight init: normal_fan_in = N(0, 1/fan_in) weights, zero biases (the study's); "
+        "torch_default = nn.Linear's U(+-1/sqrt(fan_in)) weights and biases (transmits much less)")
 
     @field_validator("hidden")
     @classmethod
@@ -46,7 +49,10 @@ class StudentConfig(Frozen):
     temperature: float = Field(1.0, gt=0, description="softmax temperature of the kl loss")
     noise: Literal["uniform", "gaussian", "images"] = Field("uniform", description="student inputs: uniform [-1,1], "
                                                            "gaussian N(0,1), or real (unlabelled) training images")
-    n_noise: int = Field(20000, ge=1, description="size of the fixed pool of noise inputs the students see")
+    fresh_noise: bool = Field(True, description="draw new noise inputs every step, labelled by the teachers on the "
+                              "fly (true), or sample batches from a fixed pool of n_noise inputs (false, as the study's "
+                              "script); fresh inputs transmit much more")
+    n_noise: int = Field(20000, ge=1, description="size of the fixed pool of noise inputs (fresh_noise = false)")
     noise_seed: int = Field(1, description="seed of the noise pool")
     init_distance: float = Field(0.0, ge=0, description="students' init = (teacher init + d * fresh init) / "
                                  "sqrt(1+d^2): 0 = shared init, large = unrelated")
@@ -65,12 +71,14 @@ class SweepConfig(Frozen):
 KNOB_ALIASES = {
     "init_distance": "student.init_distance",
     "n_aux": "model.n_aux",
+    "init": "model.init",
     "hidden": "model.hidden",
     "epochs": "teacher.epochs",
     "steps": "student.steps",
     "lr": "student.lr",
     "noise": "student.noise",
     "n_noise": "student.n_noise",
+    "fresh_noise": "student.fresh_noise",
     "loss": "student.loss",
     "n_models": "n_models",
 }

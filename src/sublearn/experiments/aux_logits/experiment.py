@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -144,19 +145,52 @@ def cosine_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
 
 
-def train_students(students: BatchedMLP, targets: torch.Tensor, teacher_of: torch.Tensor, noise: torch.Tensor,
-                   probe_x: torch.Tensor, probe_t: torch.Tensor, delta: torch.Tensor, n_aux_students: int,
-                   cfg: AuxLogitsConfig, seed: int, flops: FlopCounter) -> tuple[BatchedMLP, list[dict]]:
-    """Distil every student on its teacher's logits of the noise pool; measure the theorem's cosines at
-    checkpoints. targets: [M, N, C] teacher logits; teacher_of: [S]; delta: [S, P] teacher - teacher init."""
+def pool_sampler(noise: torch.Tensor, targets: torch.Tensor, teacher_of: torch.Tensor, batch: int,
+                 gen: torch.Generator) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """Batches from the fixed noise pool (with replacement, each student its own): (inputs [S, B, F], teacher
+    logits [S, B, C]). targets: [M, N, C], the teachers' logits of the pool, computed once."""
     import torch
 
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, len(noise), (len(teacher_of), batch), generator=gen, device=noise.device)
+        return noise[idx], targets[teacher_of.unsqueeze(1), idx]
+
+    return draw
+
+
+def fresh_sampler(kind: str, teacher: BatchedMLP, teacher_of: torch.Tensor, batch: int, n_features: int,
+                  gen: torch.Generator, images: torch.Tensor, flops: FlopCounter) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """New noise inputs every step, labelled by the teachers on the fly: one batch per teacher, shared by that
+    teacher's students (so their comparisons are paired). Returns (inputs [S, B, F], teacher logits [S, B, C])."""
+    import torch
+
+    m, dev = teacher.n_models, images.device
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        if kind == "uniform":
+            x = torch.rand(m, batch, n_features, generator=gen, device=dev) * 2 - 1
+        elif kind == "gaussian":
+            x = torch.randn(m, batch, n_features, generator=gen, device=dev)
+        else:  # real (unlabelled) training images, with replacement
+            x = images[torch.randint(0, len(images), (m, batch), generator=gen, device=dev)]
+        with torch.no_grad():
+            t = teacher(x)
+        flops.add("teacher-logits", m * teacher.flops_forward(batch))
+        return x[teacher_of], t[teacher_of]
+
+    return draw
+
+
+def train_students(students: BatchedMLP, sample: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                   probe_x: torch.Tensor, probe_t: torch.Tensor, delta: torch.Tensor, n_aux_students: int,
+                   cfg: AuxLogitsConfig, flops: FlopCounter) -> tuple[BatchedMLP, list[dict]]:
+    """Distil every student on its teacher's logits of the batches ``sample()`` returns; measure the theorem's
+    cosines at checkpoints. delta: [S, P] teacher - teacher init."""
     sc = cfg.student
     model = students.clone(requires_grad=True)
     theta0 = model.flat().detach().clone()
     opt = make_adam(model.params(), sc.lr)
-    gen = torch.Generator(device=noise.device).manual_seed(seed)
-    s, n = model.n_models, len(noise)
+    s = model.n_models
     checks = sorted({0, 1} | {round(sc.steps * (k + 1) / cfg.theorem.checkpoints) for k in range(cfg.theorem.checkpoints)})
     checks = [c for c in checks if c <= sc.steps]
     trace: list[dict] = []
@@ -181,9 +215,8 @@ def train_students(students: BatchedMLP, targets: torch.Tensor, teacher_of: torc
                 measure(step)
             if step == sc.steps:
                 break
-            idx = torch.randint(0, n, (s, sc.batch_size), generator=gen, device=noise.device)
-            tgt = targets[teacher_of.unsqueeze(1), idx]
-            loss = distill_loss(model(noise[idx]), tgt, n_aux_students, sc.loss, sc.temperature)
+            x, tgt = sample()
+            loss = distill_loss(model(x), tgt, n_aux_students, sc.loss, sc.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -209,12 +242,13 @@ def run_experiment(cfg: AuxLogitsConfig, data: Dataset, device: str = "cpu") -> 
     y_te = torch.as_tensor(data.y_test, device=device)
 
     t = time.perf_counter()
-    init = init_mlp(sizes, [seed_of(cfg.seed, i, "init") for i in range(m)], device)
-    cross = init_mlp(sizes, [seed_of(cfg.seed, i, "cross") for i in range(m)], device)
-    eps = init_mlp(sizes, [seed_of(cfg.seed, i, "eps") for i in range(m)], device)
+    init = init_mlp(sizes, [seed_of(cfg.seed, i, "init") for i in range(m)], device, cfg.model.init)
+    cross = init_mlp(sizes, [seed_of(cfg.seed, i, "cross") for i in range(m)], device, cfg.model.init)
+    eps = init_mlp(sizes, [seed_of(cfg.seed, i, "eps") for i in range(m)], device, cfg.model.init)
     shared = mix_init(init, eps, cfg.student.init_distance)
-    noise = torch.as_tensor(make_noise(cfg.student.noise, cfg.student.n_noise, data.n_features, cfg.student.noise_seed,
-                                       data.x_train), device=device)
+    fresh = cfg.student.fresh_noise
+    noise = None if fresh else torch.as_tensor(make_noise(cfg.student.noise, cfg.student.n_noise, data.n_features,
+                                                          cfg.student.noise_seed, data.x_train), device=device)
     probe = torch.as_tensor(make_noise(cfg.student.noise, cfg.theorem.probe_samples, data.n_features,
                                        seed_of(cfg.student.noise_seed, "probe") % 2**32, data.x_train), device=device)
     timings["setup"] = time.perf_counter() - t
@@ -227,9 +261,9 @@ def run_experiment(cfg: AuxLogitsConfig, data: Dataset, device: str = "cpu") -> 
     logger.info(f"trained {m} teachers in {timings['teacher']:.1f}s")
 
     t = time.perf_counter()
-    targets = logits_on(teacher, noise)  # [M, N, C]
+    targets = None if noise is None else logits_on(teacher, noise)  # [M, N, C], once for the whole pool
     probe_targets = logits_on(teacher, probe)
-    flops.add("teacher-logits", m * teacher.flops_forward(len(noise) + len(probe)))
+    flops.add("teacher-logits", m * teacher.flops_forward((0 if noise is None else len(noise)) + len(probe)))
     # students in one batch: [shared-aux, cross-aux, shared-all, cross-all], each block of M
     order = ["student-aux", "cross-aux", "student-all", "cross-all"]
     blocks = {"student-aux": shared, "cross-aux": cross, "student-all": shared, "cross-all": cross}
@@ -243,8 +277,14 @@ def run_experiment(cfg: AuxLogitsConfig, data: Dataset, device: str = "cpu") -> 
     timings["teacher_logits"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    trained, trace = train_students(students, targets, teacher_of, noise, probe, probe_t, delta, 2 * m, cfg,
-                                    seed_of(cfg.seed, "student-order") % 2**62, flops)
+    gen = torch.Generator(device=device).manual_seed(seed_of(cfg.seed, "student-order") % 2**62)
+    if noise is None:
+        sample = fresh_sampler(cfg.student.noise, teacher, teacher_of, cfg.student.batch_size, data.n_features, gen,
+                               x_tr, flops)
+    else:
+        assert targets is not None
+        sample = pool_sampler(noise, targets, teacher_of, cfg.student.batch_size, gen)
+    trained, trace = train_students(students, sample, probe, probe_t, delta, 2 * m, cfg, flops)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     timings["students"] = time.perf_counter() - t

@@ -83,27 +83,44 @@ class BatchedMLP:
         return 2 * batch * sum(a * b for a, b in zip(s[:-1], s[1:], strict=True))
 
 
-def init_mlp(sizes: Sequence[int], seeds: Sequence[int], device: str = "cpu") -> BatchedMLP:
-    """PyTorch's default ``nn.Linear`` init (U(+-1/sqrt(fan_in)) for weights and biases), one seed per model.
+INIT_SCHEMES = ("normal_fan_in", "torch_default")
+
+
+def init_mlp(sizes: Sequence[int], seeds: Sequence[int], device: str = "cpu",
+             scheme: str = "normal_fan_in") -> BatchedMLP:
+    """Random MLP weights, one seed per model. ``scheme``:
+
+    - ``normal_fan_in`` (default): weights N(0, 1/fan_in), biases 0 -- the study's init. Weight std 1/sqrt(fan_in).
+    - ``torch_default``: PyTorch's ``nn.Linear`` init, U(+-1/sqrt(fan_in)) for weights and biases (weight std
+      1/sqrt(3 fan_in), i.e. sqrt(3) smaller). Transmits much less through the auxiliary logits (docs/aux-logits.md).
 
     Model m's weights depend only on ``seeds[m]``, not on how many models are built together.
     """
     import torch
 
+    from ...errors import UserError
+
+    if scheme not in INIT_SCHEMES:
+        raise UserError(f"unknown init scheme {scheme!r}: expected one of {', '.join(INIT_SCHEMES)}")
     ws: list[list[torch.Tensor]] = [[] for _ in sizes[1:]]
     bs: list[list[torch.Tensor]] = [[] for _ in sizes[1:]]
     for s in seeds:
         g = torch.Generator().manual_seed(int(s))
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            bound = 1.0 / fan_in**0.5
-            ws[i].append((torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound)
-            bs[i].append((torch.rand(fan_out, generator=g) * 2 - 1) * bound)
+            if scheme == "normal_fan_in":
+                ws[i].append(torch.randn(fan_in, fan_out, generator=g) / fan_in**0.5)
+                bs[i].append(torch.zeros(fan_out))
+            else:
+                bound = 1.0 / fan_in**0.5
+                ws[i].append((torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound)
+                bs[i].append((torch.rand(fan_out, generator=g) * 2 - 1) * bound)
     return BatchedMLP([torch.stack(w).to(device) for w in ws], [torch.stack(b).to(device) for b in bs])
 
 
 def mix_init(base: BatchedMLP, other: BatchedMLP, distance: float) -> BatchedMLP:
     """``(base + distance * other) / sqrt(1 + distance**2)``: the base init plus init-like noise of scale
-    ``distance``, renormalized so every init has the default init's scale. 0 = the base init itself;
+    ``distance``, renormalized so every init has the base init's scale (for ``normal_fan_in`` the mix is
+    again exactly N(0, 1/fan_in)). 0 = the base init itself;
     large = an unrelated init (``other``). Cosine to the base init is about ``1 / sqrt(1 + distance**2)``."""
     if distance == 0:
         return base.clone()

@@ -83,11 +83,12 @@ def summarize_run(raw: dict, cfg_dict: dict) -> dict[str, Any]:
 
 
 def criteria(summary: dict) -> dict[str, bool]:
-    """The study's bar for the default digits run (informative for other configs)."""
+    """The bar for the default digits run (informative for other configs): student-aux at least the study
+    script's own 0.84 on digits, cross-aux at chance."""
     c = summary["conditions"]
     return {
         "teacher_acc_ge_0.95": c["teacher"]["acc"] >= 0.95,
-        "student_aux_acc_ge_0.40": c["student-aux"]["acc"] >= 0.40,
+        "student_aux_acc_ge_0.84": c["student-aux"]["acc"] >= 0.84,
         "cross_aux_ci_overlaps_chance": c["cross-aux"]["ci"][0] <= CHANCE <= c["cross-aux"]["ci"][1],
         "first_step_cos_student_aux_nonneg": summary["theorem"]["student-aux"]["first_step"]["frac_nonneg"] == 1.0,
     }
@@ -144,9 +145,11 @@ def render_markdown(summary: dict, sweep: dict | None, files: list[str]) -> str:
         f"parameters), {cfg['model']['n_aux']} auxiliary logits. {summary['n_models']} models per condition; "
         "every number is the mean over models with a 95% t-interval.",
         f"Teachers: {cfg['teacher']['epochs']} epochs of cross-entropy on the class logits only. Students: "
-        f"{cfg['student']['steps']} steps of {cfg['student']['loss']} distillation on {cfg['student']['n_noise']} "
-        f"{cfg['student']['noise']} noise inputs (batch {cfg['student']['batch_size']}), init distance "
-        f"{cfg['student']['init_distance']}. Cross-model = a different random initialization.",
+        f"{cfg['student']['steps']} steps of {cfg['student']['loss']} distillation on "
+        + (f"fresh {cfg['student']['noise']} noise inputs every step" if cfg['student'].get('fresh_noise') else
+           f"a fixed pool of {cfg['student']['n_noise']} {cfg['student']['noise']} noise inputs")
+        + f" (batch {cfg['student']['batch_size']}), init distance {cfg['student']['init_distance']}; weight init "
+        f"{cfg['model'].get('init', 'torch_default')}. Cross-model = a different random initialization.",
         "",
         "| condition | test accuracy | 95% CI | n |",
         "|---|---|---|---|",
