@@ -15,6 +15,22 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _ref_lines(ax, ref_lines: Mapping[str, float] | None) -> None:
+    """Dashed horizontal reference lines (base, chance, ...) with a legend."""
+    for j, (label, y) in enumerate((ref_lines or {}).items()):
+        ax.axhline(y, linestyle="--", color=["gray", "black", "purple"][j % 3], linewidth=1, label=f"{label} ({y:.3f})")
+    if ref_lines:
+        ax.legend(fontsize=8, loc="upper right")
+
+
 def bar_chart(
     bars: Mapping[str, tuple[float, float, float]],
     path: str | Path,
@@ -36,21 +52,14 @@ def bar_chart(
            edgecolor="black", linewidth=0.6)
     for i, m in enumerate(means):
         ax.text(i, m + err_hi[i] + 0.01, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
-    for j, (label, y) in enumerate((ref_lines or {}).items()):
-        ax.axhline(y, linestyle="--", color=["gray", "black", "purple"][j % 3], linewidth=1, label=f"{label} ({y:.3f})")
-    if ref_lines:
-        ax.legend(fontsize=8, loc="upper right")
+    _ref_lines(ax, ref_lines)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     if ylim:
         ax.set_ylim(*ylim)
     ax.spines[["top", "right"]].set_visible(False)
     plt.setp(ax.get_xticklabels(), rotation=15)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def line_plot(
@@ -81,11 +90,7 @@ def line_plot(
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def seed_bars(
@@ -117,20 +122,13 @@ def seed_bars(
             labels.append(label)
             x += 1.0
         x += 0.6
-    for j, (label, y) in enumerate((ref_lines or {}).items()):
-        ax.axhline(y, linestyle="--", color=["gray", "black", "purple"][j % 3], linewidth=1, label=f"{label} ({y:.3f})")
-    if ref_lines:
-        ax.legend(fontsize=8, loc="upper right")
+    _ref_lines(ax, ref_lines)
     ax.set_xticks(ticks)
     ax.set_xticklabels(labels, rotation=25, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def heatmap(rows: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str) -> Path:
@@ -150,8 +148,4 @@ def heatmap(rows: Mapping[str, Mapping[str, float]], path: str | Path, *, title:
     ax.set_yticklabels(names, fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
