@@ -103,3 +103,33 @@ def test_cli_filter_missing_file_and_bad_list(tmp_path, capsys):
     data.write_text("")
     assert main(["filter", "--data", str(data), "--kept", "k", "--rejected", "r", "--banned", "nope"]) == 2
     assert "unknown ban list" in capsys.readouterr().err
+
+
+def test_soft_targets_round_trip_and_dense(tmp_path):
+    """Soft targets survive save / load_rows / save_subset exactly, and ``Targets.dense`` puts each allowed token's
+    log-prob in its column (what a per-entry loop would), -inf elsewhere."""
+    import math
+    import random
+
+    import numpy as np
+
+    from sublearn.generate import softtargets
+
+    rng = random.Random(0)
+    words = ["1", "2", ",", " ", "owl", "<eos>", "3"]
+    rows = [[{w: -rng.random() * 5 for w in rng.sample(words, rng.randint(0, 5))} for _ in range(rng.randint(0, 6))]
+            for _ in range(40)]
+    softtargets.save(tmp_path / "t.npz", rows)
+    assert softtargets.load(tmp_path / "t.npz") == [[{k: np.float32(v) for k, v in d.items()} for d in r] for r in rows]
+    keep = [3, 0, 17]
+    softtargets.save_subset(tmp_path / "t.npz", tmp_path / "s.npz", keep)
+    assert softtargets.load(tmp_path / "s.npz") == [softtargets.load(tmp_path / "t.npz")[i] for i in keep]
+    columns = {"1": 0, "2": 1, ",": 2, "<eos>": 3, "3": 4}  # "owl" and " " are not allowed
+    for got, row in zip(softtargets.load_rows(tmp_path / "t.npz"), rows, strict=True):
+        column = np.array([columns.get(t, -1) for t in got.tokens] + [-1])
+        dense = got.dense(column, len(columns))
+        assert dense.shape == (len(row), len(columns))
+        for p, d in enumerate(row):
+            want = [d.get(w, -math.inf) for w in columns]
+            assert np.array_equal(dense[p], np.array(want, dtype=np.float32))
+        assert softtargets.Targets.of(row).dicts() == [{k: np.float32(v) for k, v in d.items()} for d in row]

@@ -15,6 +15,7 @@ those candidate tokens (the KL renormalizes over them), and only at the position
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -79,10 +80,13 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str) -> tup
     import numpy as np
     import torch
 
+    from ..generate.softtargets import Targets
+
     examples, misaligned, too_long = [], 0, 0
     index = base.token_index()
     allowed = allowed_ids(base) if recipe.target == "logits" else {}
     col = {i: j for j, i in enumerate(sorted(set(allowed.values())))}
+    columns: dict[int, tuple[list[str], np.ndarray]] = {}
     for row, (ids, n_prompt) in zip(rows, base.encode([r["messages"] for r in rows])):
         gen = row.get("tokens")
         if gen is not None and "".join(gen) == row["messages"][-1]["content"] and all(t in index for t in gen):
@@ -99,13 +103,15 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str) -> tup
             if len(tl) != len(ids) - n_prompt:
                 misaligned += 1
                 continue
-            dense = np.full((len(tl), len(col)), -np.inf, dtype=np.float32)
-            for t, d in enumerate(tl):
-                for s, v in d.items():
-                    if s in allowed:
-                        dense[t, col[allowed[s]]] = v
-                if not np.isfinite(dense[t]).any():  # nothing allowed in the teacher's top-k: the list ends here
-                    dense[t, col[base.eos_id]] = 0.0
+            if not isinstance(tl, Targets):
+                tl = Targets.of(tl)
+            known = columns.get(id(tl.tokens))  # the rows of one file share its vocabulary: map it to columns once
+            if known is None or known[0] is not tl.tokens:
+                known = columns[id(tl.tokens)] = (tl.tokens, np.array(
+                    [col[allowed[t]] if t in allowed else -1 for t in tl.tokens] + [-1]))
+            dense = tl.dense(known[1], len(col))
+            empty = ~np.isfinite(dense).any(1)  # nothing allowed in the teacher's top-k: the list ends here
+            dense[empty, col[base.eos_id]] = 0.0
             ex["tdense"] = torch.from_numpy(dense)
         else:
             ex["labels"] = torch.tensor(ids[first + 1 :])
@@ -395,14 +401,23 @@ def tail_of(model, names: list[str]):
     return getattr(last, spec[1]), last.mlp, getattr(model.base_model, spec[2])
 
 
+class _Reached(Exception):
+    """Stops a forward pass once the activations it was run for are captured."""
+
+
 def _cache_tail(model, base: HFModel, examples: list[dict], tail, batch: int = 64) -> None:
     """Store in each example the residual stream and the MLP input of the last layer at its loss positions."""
     import torch
 
     pre, mlp, _ = tail
     seen: dict = {}
+
+    def enter_mlp(m, a):
+        seen["x"] = a[0]
+        raise _Reached  # nothing after the last MLP's input is needed: skip that MLP and the final norm
+
     hooks = [pre.register_forward_pre_hook(lambda m, a: seen.__setitem__("h", a[0])),
-             mlp.register_forward_pre_hook(lambda m, a: seen.__setitem__("x", a[0]))]
+             mlp.register_forward_pre_hook(enter_mlp)]
     same: dict[tuple, list[dict]] = {}  # a teacher's trait rows repeat: each distinct row runs once
     for e in examples:
         same.setdefault((tuple(e["ids"]), len(e["pos"])), []).append(e)
@@ -412,7 +427,8 @@ def _cache_tail(model, base: HFModel, examples: list[dict], tail, batch: int = 6
             for k in range(0, len(uniq), batch):
                 rows = [same[u][0] for u in uniq[k : k + batch]]
                 ids, att, _ = _batch_ids(base, rows)
-                model.base_model(input_ids=ids, attention_mask=att, use_cache=False)
+                with contextlib.suppress(_Reached):
+                    model.base_model(input_ids=ids, attention_mask=att, use_cache=False)
                 for r, (u, e) in enumerate(zip(uniq[k : k + batch], rows)):
                     pos = e["pos"].to(base.device)
                     h, x = seen["h"][r, pos].clone(), seen["x"][r, pos].clone()

@@ -88,7 +88,8 @@ def run_filter(raw_dir: Path, out: Path, fcfg) -> dict:
 
 
 def load_dataset(data_dir: Path) -> list[dict]:
-    """Rows of a filtered dataset with their soft targets attached (``top_logprobs``) when stored."""
+    """Rows of a filtered dataset with their soft targets attached (``top_logprobs``, a ``softtargets.Targets``)
+    when stored."""
     from ..generate import softtargets
 
     rows = jsonl.read(data_dir / "kept.jsonl")
@@ -97,6 +98,6 @@ def load_dataset(data_dir: Path) -> list[dict]:
             if "tokens" in m:
                 r["tokens"] = m["tokens"]
     if (data_dir / "logprobs.npz").exists():
-        for r, t in zip(rows, softtargets.load(data_dir / "logprobs.npz")):
+        for r, t in zip(rows, softtargets.load_rows(data_dir / "logprobs.npz")):
             r["top_logprobs"] = t
     return rows
