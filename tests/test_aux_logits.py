@@ -206,6 +206,8 @@ def test_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         load(AuxLogitsConfig, None, ["student.noise=pink"])
     with pytest.raises(UserError, match="fresh_noise"):
         load(AuxLogitsConfig, None, ["student.fresh_noise=sometimes"])
+    with pytest.raises(UserError, match="finite number"):
+        load(AuxLogitsConfig, None, ["student.lr=inf"])
     with pytest.raises(UserError, match="unknown sweep knob"):
         parse_sweep("colour=1,2")
     bad = tmp_path / "bad.toml"

@@ -154,9 +154,13 @@ def test_constrained_decoding_needs_a_backend_with_logits():
     ("model.embedded.tiny.init_std=big", "init_std"),
     ("model.embedded.tiny.train_on_prompts=maybe", "train_on_prompts"),
     ('students.conditions=["same-init","cross-control"]', "unknown condition 'cross-control'"),
+    ("students.recipe.lr=inf", "finite number"),  # was accepted, written to config.json as null, then crashed
+    ("generate.sampling.temperature=nan", "finite number"),
+    ("teacher.recipe.weight_decay=-inf", "finite number"),
 ])
 def test_new_config_fields_reject_garbage_in_one_line(tmp_path, capsys, override, needle):
     p = write(tmp_path, "")
     assert main(["run", str(p), "--out", str(tmp_path / "o"), "--set", override]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err, err
+    assert not (tmp_path / "o").exists()  # refused before anything is written

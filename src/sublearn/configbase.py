@@ -23,7 +23,7 @@ ANY = object()  # KEY_OMIT: leave the field out of keys whatever its value
 class Frozen(BaseModel):
     """Base of all config sections: immutable, unknown keys are errors."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
     # fields left out of artifact keys: at the given value (a field added later, at the value that computes what was
     # computed before it existed: old keys stay valid), or always (ANY: a field that never changes the bytes)
     KEY_OMIT: ClassVar[dict[str, Any]] = {}
