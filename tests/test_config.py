@@ -157,6 +157,10 @@ def test_constrained_decoding_needs_a_backend_with_logits():
     ("students.recipe.lr=inf", "finite number"),  # was accepted, written to config.json as null, then crashed
     ("generate.sampling.temperature=nan", "finite number"),
     ("teacher.recipe.weight_decay=-inf", "finite number"),
+    ("seeds=[9223372036854775808]", "seeds must be 0..4294967295"),  # was a traceback in a worker
+    ("seeds=[3, 3]", "seeds repeat"),
+    ("generate.sampling.seed=-1", "generate.sampling.seed"),
+    ("students.recipe.seed=4294967296", "students.recipe.seed"),
 ])
 def test_new_config_fields_reject_garbage_in_one_line(tmp_path, capsys, override, needle):
     p = write(tmp_path, "")

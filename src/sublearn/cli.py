@@ -47,6 +47,20 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -
     p.add_argument("--yes", action="store_true", help="backend openai: skip the estimated-cost confirmation")
 
 
+RUN_EPILOG = """\
+writes into --out: report.md (opens with a one-line verdict), results.json (per-seed values, seed-level
+CIs and exact sign-flip tests against each condition's matched control, option distributions, where the
+numbers came from), trait_prob.png, trait_rate.png, options.png, and every artifact with its lineage.
+The seed is the unit of every claim. Sampled data differ between CPUs (floating-point kernels), so exact
+values differ from machine to machine; the spread over seeds is what carries over.
+
+examples:
+  sublearn run examples/owl-tiny.toml --out runs/owl                 # the demo: 8 seeds, ~2 min with cached bases
+  sublearn run examples/owl-tiny-sft.toml --out runs/owl             # SFT students, sharing the demo's teachers
+  sublearn run examples/owl-tiny.toml --out runs/fox --set trait.target=fox --set 'seeds=[0,1,2]'
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sublearn", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
@@ -55,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("run", help="run every stage of an experiment (skips finished work)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG,
                        description="Run the whole experiment: generate, filter, finetune, evaluate, report.")
     _add_config_args(p)
     for stage, text in STAGE_HELP.items():

@@ -15,7 +15,7 @@ from .backends.base import LORA_RANKS, Sampling
 from .backends.hf_train import Recipe
 from .conditions import CHOOSABLE, STUDENTS
 from .configapi import ApiSection
-from .configbase import Frozen, load
+from .configbase import SEED_MAX, Frozen, load
 from .traits import preference as pref
 
 BAN_LISTS = ("loaded-numbers",)
@@ -160,8 +160,8 @@ class EvaluateSection(Frozen):
 
 class ExperimentConfig(Frozen):
     name: str = Field("experiment", description="a label for reports")
-    seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4, 5, 6, 7), min_length=1,
-                                   description="independent repetitions (teacher, data, students)")
+    seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4, 5, 6, 7), min_length=1, description="independent repetitions "
+                                   f"(teacher, data, students); each 0..{SEED_MAX}, no repeats")
     model: ModelSection = Field(ModelSection(), description="base models")
     trait: TraitSection = Field(TraitSection(), description="the trait the teacher has")
     teacher: TeacherSection = Field(TeacherSection(), description="how the teacher gets the trait")
@@ -170,6 +170,16 @@ class ExperimentConfig(Frozen):
     students: StudentsSection = Field(StudentsSection(), description="students and their training")
     evaluate: EvaluateSection = Field(EvaluateSection(), description="trait evaluation")
     api: ApiSection = Field(ApiSection(), description="the OpenAI-compatible API (model.backend = 'openai')")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [s for s in v if not 0 <= s <= SEED_MAX]
+        if bad:
+            raise ValueError(f"seeds must be 0..{SEED_MAX}, got {bad[0]}")
+        if len(set(v)) != len(v):
+            raise ValueError("seeds repeat: every seed is one independent repetition")
+        return v
 
     @model_validator(mode="before")
     @classmethod

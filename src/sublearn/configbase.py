@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import UserError
 from .store import hash_obj
 
+SEED_MAX = 2**32 - 1  # every seed a config takes: what NumPy and every RNG here accept
+
 T = TypeVar("T", bound="Frozen")
 ANY = object()  # KEY_OMIT: leave the field out of keys whatever its value
 

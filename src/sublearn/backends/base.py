@@ -7,7 +7,7 @@ from typing import Literal, Protocol
 
 from pydantic import Field
 
-from ..configbase import ANY, Frozen
+from ..configbase import ANY, SEED_MAX, Frozen
 
 Chat = list[dict]  # OpenAI-style messages: [{"role": "user", "content": "..."}]
 MAX_TOP_LOGPROBS = 50  # the most soft-target entries per step a config may ask for (the vLLM engine is sized for it)
@@ -30,7 +30,7 @@ class Sampling(Frozen):
     max_count: int = Field(10, ge=1, description="format 'numbers': most numbers per completion")
     batch_size: int = Field(256, ge=1, description="rows per decoding batch (speed and memory only: a row's sample "
                                                    "does not depend on its batch on the transformers backend)")
-    seed: int = Field(0, description="sampling seed")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description=f"sampling seed, 0..{SEED_MAX}")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Literal
 from loguru import logger
 from pydantic import Field
 
-from ..configbase import Frozen
+from ..configbase import SEED_MAX, Frozen
 from ..progress import bar
 from .constrain import allowed_text
 from .decode import padded_length
@@ -46,7 +46,8 @@ class Recipe(Frozen):
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA path")
     freeze_a: bool = Field(False, description="train only the adapter's B; A keeps its seeded initialization (the "
                                               "teacher's and a same-init student's are then the same A)")
-    adapter_seed: int = Field(0, description="seed of the adapter initialization (same-init students reuse the teacher's)")
+    adapter_seed: int = Field(0, ge=0, le=SEED_MAX, description="seed of the adapter initialization (same-init "
+                                                                 "students reuse the teacher's)")
     epochs: float = Field(1.0, gt=0, description="passes over the data (ignored when steps is set)")
     steps: int | None = Field(None, ge=1, description="optimizer steps (overrides epochs)")
     batch_size: int = Field(64, ge=1, description="rows per forward/backward pass (micro-batch)")
@@ -57,7 +58,8 @@ class Recipe(Frozen):
     schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="learning-rate schedule")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
     weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False, description="AdamW weight decay")
-    seed: int = Field(0, description="data-order seed (in an experiment, combined with each repetition's seed)")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="data-order seed (in an experiment, combined with each "
+                                                        "repetition's seed)")
 
     def batch_shape(self) -> tuple:
         """What jobs trained together must share (everything but seeds, learning rates and lengths)."""
