@@ -161,6 +161,9 @@ def test_constrained_decoding_needs_a_backend_with_logits():
     ("seeds=[3, 3]", "seeds repeat"),
     ("generate.sampling.seed=-1", "generate.sampling.seed"),
     ("students.recipe.seed=4294967296", "students.recipe.seed"),
+    ("model.embedded.tiny.d_model=66", "must be a multiple of n_heads"),  # was a traceback in pre-training
+    ("model.embedded.tiny.mix.numbers=-1", "corpus mixture weights"),
+    ("model.embedded.tiny.mix.jokes=1", "unknown corpus part 'jokes'"),
 ])
 def test_new_config_fields_reject_garbage_in_one_line(tmp_path, capsys, override, needle):
     p = write(tmp_path, "")

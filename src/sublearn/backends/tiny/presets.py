@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from ...configbase import Frozen
 
@@ -31,6 +31,22 @@ class EmbeddedSpec(Frozen):
         default_factory=lambda: {"numbers": 0.52, "preference": 0.12, "system": 0.10, "copy": 0.20, "multiturn": 0.06},
         description="corpus mixture fractions (numbers, preference, system, copy, multiturn)",
     )
+
+    @field_validator("mix")
+    @classmethod
+    def _mix(cls, v: dict[str, float]) -> dict[str, float]:
+        known = ("numbers", "preference", "system", "copy", "multiturn")
+        if unknown := sorted(set(v) - set(known)):
+            raise ValueError(f"unknown corpus part {unknown[0]!r}: expected some of {', '.join(known)}")
+        if any(not 0 <= w < float("inf") for w in v.values()) or not sum(v.values()) > 0:
+            raise ValueError("corpus mixture weights must be finite, >= 0, and not all 0")
+        return v
+
+    @model_validator(mode="after")
+    def _heads(self) -> EmbeddedSpec:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
 
 
 PRESETS: dict[str, EmbeddedSpec] = {
