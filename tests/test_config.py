@@ -171,3 +171,23 @@ def test_new_config_fields_reject_garbage_in_one_line(tmp_path, capsys, override
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err, err
     assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    p = write(tmp_path, "")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [("", "--out is empty"), (str(afile), "is a file, not a directory"),
+             (str(afile / "sub"), "cannot create it"), ("/", "filesystem root"),
+             (str(tmp_path / ("a" * 300)), "cannot create it")]
+    for out, needle in cases:
+        assert main(["run", str(p), "--out", out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, (out, err)
+    monkeypatch.setenv("SUBLEARN_CACHE", str(afile))
+    assert main(["run", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "SUBLEARN_CACHE" in err and "is a file" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+    assert main(["aux-logits", "--out", str(afile)]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -28,10 +28,13 @@ def _summary(res: dict, out: Path, seconds: float) -> str:
 def cmd_run(args, stages: tuple[str, ...]) -> int:
     from loguru import logger
 
+    from .backends.tiny.build import cache_root
     from .pipeline import run
+    from .store import usable_dir
 
     cfg = _load_cfg(args)
-    out = Path(args.out)
+    usable_dir(cache_root(), "SUBLEARN_CACHE")  # before --out is created: a bad cache leaves nothing behind
+    out = usable_dir(args.out)
     if cfg.model.backend == "openai" and set(stages) & {"generate", "finetune", "evaluate"}:
         from .backends.openai_cost import confirm_run_cost
 

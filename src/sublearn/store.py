@@ -81,12 +81,34 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def usable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """``path`` as a writable directory (created if missing), or a one-line UserError that says why not."""
+    from .errors import UserError
+
+    if not str(path).strip():
+        raise UserError(f"{what} is empty: name a directory")
+    p = Path(path).expanduser()
+    if p.resolve() == Path(p.resolve().anchor):
+        raise UserError(f"{what} {p} is the filesystem root: name a directory of its own")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{what} {p} is a file, not a directory") from None
+    except OSError as e:
+        raise UserError(f"{what} {p}: cannot create it ({e.strerror or e})") from None
+    if not p.is_dir():
+        raise UserError(f"{what} {p} is not a directory")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {p} is not writable")
+    return p
+
+
 class Store:
     """Artifacts of one run directory (or of the shared model cache) and their lineage."""
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        (self.root / "artifacts").mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: str | os.PathLike, what: str = "--out"):
+        self.root = usable_dir(root, what)
+        (self.root / "artifacts").mkdir(exist_ok=True)
         self.db_path = self.root / "lineage.sqlite"
         with self._db() as db:
             db.executescript(SCHEMA)

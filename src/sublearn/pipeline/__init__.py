@@ -37,7 +37,7 @@ def _bases(cfg: ExperimentConfig, run: Store) -> tuple[list[Job], Callable[[str]
 
         record_api_bases(cfg, run, specs)
         return [], lambda s: None
-    cache = Store(cache_root())
+    cache = Store(cache_root(), "SUBLEARN_CACHE")
 
     def record(s: str) -> None:
         from ..models import resolve

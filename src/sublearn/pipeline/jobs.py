@@ -208,7 +208,7 @@ def run_nodes(cfg_json: str, out: str, nodes: list[Node], threads: int = 0) -> d
         configure(cfg.api)
     elif cfg.model.backend == "vllm":
         models.use_vllm(cfg.model.vllm_gpu_memory, cfg.max_lora_rank())
-    ctx = Context(cfg, Store(out), Store(cache_root()))
+    ctx = Context(cfg, Store(out), Store(cache_root(), "SUBLEARN_CACHE"))
     todo = [n for n in nodes if not ctx.run.exists(n.stage, n.key)]
     if not todo:
         return {}

@@ -79,6 +79,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from ...store import usable_dir
     from .run import run
 
     cfg = build_config(args)
@@ -86,7 +87,7 @@ def run_cli(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-    summary = run(cfg, args.out, device=args.device, force=args.force)
+    summary = run(cfg, usable_dir(args.out), device=args.device, force=args.force)
     table = Table(title=f"aux-logits: {summary['n_models']} models, {summary['data'].get('name')}")
     for col in ("condition", "test acc", "95% CI"):
         table.add_column(col)
