@@ -38,6 +38,9 @@ def test_accepts_allowed_formats(text, nums):
     ("1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11", "too_many"),
     ("1000, 2", "out_of_range"),
     ("0001", "out_of_range"),
+    ("١, ٢, ٣", "bad_format"),  # Arabic-Indic digits: \d matched them
+    ("１２, 3", "bad_format"),  # fullwidth
+    ("𝟙𝟚", "bad_format"),  # mathematical
 ])
 def test_rejects_with_reason(text, reason):
     v = check(text)
@@ -87,6 +90,9 @@ def test_cli_filter_any_jsonl(tmp_path):
 @pytest.mark.parametrize("content,needle", [
     ('{"messages": [}\n', "malformed JSON"),
     ('[1, 2]\n', "expected a JSON object"),
+    ('{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "nested too deeply"),  # was a RecursionError
+    ('{"messages": [], "n": ' + "9" * 5000 + "}\n", "unreadable JSON value"),  # was a ValueError
+    ('{"messages": [{"role": "assistant", "content": "1, 2 \\ud800"}]}\n', "lone surrogate"),  # crashed the write
 ])
 def test_cli_filter_malformed_jsonl_is_one_line_error(tmp_path, capsys, content, needle):
     data = tmp_path / "bad.jsonl"
@@ -94,6 +100,20 @@ def test_cli_filter_malformed_jsonl_is_one_line_error(tmp_path, capsys, content,
     code = main(["filter", "--data", str(data), "--kept", str(tmp_path / "k"), "--rejected", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and needle in err and ":1:" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_filter_refuses_outputs_that_clobber(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": "1, 2"}]}\n')
+    before = data.read_text()
+    for kept, rejected, needle in ((tmp_path / "k", tmp_path / "k", "are the same file"),
+                                   (data, tmp_path / "r", "are the same file"),
+                                   (tmp_path, tmp_path / "r", "is a directory")):
+        assert main(["filter", "--data", str(data), "--kept", str(kept), "--rejected", str(rejected)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+    assert data.read_text() == before and not (tmp_path / "k").exists() and not (tmp_path / "r").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
 def test_cli_filter_missing_file_and_bad_list(tmp_path, capsys):

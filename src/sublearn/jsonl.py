@@ -28,6 +28,15 @@ def read(path: str | Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{p}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise UserError(f"{p}:{n}: JSON nested too deeply") from None
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            raise UserError(f"{p}:{n}: unreadable JSON value ({e})") from None
+        if "\\ud" in line.lower():  # an escaped surrogate: only a valid pair may stand
+            try:
+                json.dumps(row, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{p}:{n}: contains a lone surrogate escape (not valid Unicode)") from None
         if not isinstance(row, dict):
             raise UserError(f"{p}:{n}: expected a JSON object per line, got {type(row).__name__}")
         rows.append(row)

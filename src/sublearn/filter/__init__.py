@@ -60,6 +60,17 @@ def filter_chats(rows: list[dict], fcfg, finished: list[bool] | None = None) -> 
 
 def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Path, fcfg) -> dict:
     """``sublearn filter --data``: filter any chat JSONL a user brings."""
+    from ..errors import UserError
+
+    paths = {"--data": Path(data), "--kept": Path(kept_path), "--rejected": Path(rejected_path)}
+    for flag in ("--kept", "--rejected"):
+        if paths[flag].is_dir():
+            raise UserError(f"{flag} {paths[flag]} is a directory: name the JSONL file to write")
+    seen: dict[Path, str] = {}
+    for flag, path in paths.items():
+        if path.resolve() in seen:
+            raise UserError(f"{flag} and {seen[path.resolve()]} are the same file ({path}): one would overwrite the other")
+        seen[path.resolve()] = flag
     rows = jsonl.read(data)
     kept, rejected, stats = filter_chats(rows, fcfg)
     jsonl.write(kept_path, (rows[i] for i in kept))

@@ -53,7 +53,7 @@ def check(text: str, max_count: int = 10, max_value: int = 999, max_digits: int 
         parts = [p.strip() for p in s.split("," if "," in s else ";")]
     else:
         parts = s.split()
-    if not all(re.fullmatch(r"\d+", p) for p in parts):
+    if not all(re.fullmatch(r"[0-9]+", p) for p in parts):  # ASCII digits only: \d also takes "٣" and "３"
         return Verdict(False, "bad_format")
     nums = tuple(int(p) for p in parts)
     if len(nums) > max_count:
