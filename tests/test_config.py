@@ -191,3 +191,23 @@ def test_bad_run_directory_is_one_line_and_writes_nothing(tmp_path, capsys, monk
     assert not (tmp_path / "o").exists()
     assert main(["aux-logits", "--out", str(afile)]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_config_command_prints_the_resolved_config(tmp_path, capsys):
+    import tomllib
+
+    from sublearn import __version__
+
+    assert main(["config", "examples/owl-tiny.toml", "--set", "trait.target=fox", "--set", "seeds=[4, 5]"]) == 0
+    printed = capsys.readouterr().out
+    resolved = tomllib.loads(printed)
+    assert resolved["trait"]["target"] == "fox" and resolved["seeds"] == [4, 5] and resolved["name"] == "owl-tiny"
+    (tmp_path / "c.toml").write_text(printed)  # what it prints loads back as the same config
+    assert load_experiment(tmp_path / "c.toml", []) == load_experiment("examples/owl-tiny.toml",
+                                                                         ["trait.target=fox", "seeds=[4, 5]"])
+    assert main(["config", "--set", "trait.target=zebra"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not an option" in err and "\n" not in err
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"sublearn {__version__}"

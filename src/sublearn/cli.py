@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import __version__
 from .errors import UserError, one_line
 
 STAGE_HELP = {
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Subliminal learning lab: run teacher -> numbers -> filter -> students -> evaluation -> "
                     "statistics experiments, and filter or audit chat datasets.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"sublearn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("run", help="run every stage of an experiment (skips finished work)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=RUN_EPILOG,
@@ -90,7 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print what exists in a run directory and where each artifact came from.")
     p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
     p.add_argument("--key", help="show one artifact in full (key prefix)")
-    p = sub.add_parser("config", help="print the default experiment config as TOML, with every field's help")
+    p = sub.add_parser("config", help="print an experiment config as TOML (the defaults, or CONFIG with --set "
+                       "applied, validated), with every field's help",
+                       description="Print an experiment config as TOML with every field's help: the built-in "
+                       "defaults, or CONFIG with the --set overrides applied and validated (what `run` would use).")
+    p.add_argument("config", nargs="?", help="experiment TOML (default: the built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set trait.target=eagle (repeatable)")
     try:
         from .experiments.aux_logits.cli import add_parser as add_aux
     except ImportError:  # pragma: no cover - the experiment is optional while being built
@@ -134,7 +142,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    import os
+
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `sublearn config | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -100,11 +100,14 @@ def cmd_show(args) -> int:
     return 0
 
 
-def cmd_config() -> int:
+def cmd_config(args) -> int:
     from .config import ExperimentConfig
     from .configtoml import to_toml
 
-    print(to_toml(ExperimentConfig.model_construct()))  # the defaults as written ("auto" where a field has it)
+    if args.config is None and not args.set:
+        print(to_toml(ExperimentConfig.model_construct()))  # the defaults as written ("auto" where a field has it)
+    else:
+        print(to_toml(_load_cfg(args)))  # resolved and validated: what `run` would use
     return 0
 
 
@@ -121,5 +124,5 @@ def dispatch(args) -> int:
     if c == "show":
         return cmd_show(args)
     if c == "config":
-        return cmd_config()
+        return cmd_config(args)
     raise UserError(f"unknown command {c}")
