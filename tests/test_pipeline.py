@@ -119,10 +119,19 @@ def test_force_redoes_one_stage(run_dir):
     cfg, out = run_dir
     ft = {p.name: p.stat().st_mtime for p in out.glob("artifacts/finetune-*")}
     gen = {p.name: p.stat().st_mtime for p in out.glob("artifacts/generate-*")}
+    store = Store(out)
+    evals = {a.name: a.key for a in store.records("evaluate")}
     assert main(["finetune", cfg, "--out", str(out), "--force", "finetune"]) == 0
     assert {p.name: p.stat().st_mtime for p in out.glob("artifacts/generate-*")} == gen
     new = {p.name: p.stat().st_mtime for p in out.glob("artifacts/finetune-*")}
     assert set(new) == set(ft) and all(new[k] > ft[k] for k in ft)
+    # the students' evaluations were made from the old students: gone, not reused; the others stay
+    left = {a.name for a in store.records("evaluate")}
+    students = {n for n in evals if n.rsplit("-s", 1)[0] in ("eval-same-init", "eval-control", "eval-cross-model",
+                                                          "eval-cross-model-control")}
+    assert students and not (students & left) and left == set(evals) - students
+    assert main(["run", cfg, "--out", str(out)]) == 0  # evaluates the new students (and restores the fixture)
+    assert {a.name for a in store.records("evaluate")} == set(evals)
 
 
 def test_stage_needs_its_inputs(tmp_path, capsys):

@@ -86,8 +86,10 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
     base_jobs, record_base = _bases(cfg, store)
     wanted = [n for cli in ("generate", "filter", "finetune", "evaluate") if cli in stages
               for stage in CLI_STAGES[cli] for n in plan[stage]]
-    for n in wanted:
-        if next(c for c, ss in CLI_STAGES.items() if n.stage in ss) in force:
+    forced = {n.key for n in wanted if next(c for c, ss in CLI_STAGES.items() if n.stage in ss) in force}
+    for n in known.values():  # in plan order: a node made from a forced one is stale too, whichever stage runs now
+        if n.key in forced or forced.intersection(n.parents):
+            forced.add(n.key)
             store.remove(n.stage, n.key)
     todo = [n for n in wanted if not store.exists(n.stage, n.key)]
     making = {n.key for n in todo} | {j.id for j in base_jobs}
