@@ -183,6 +183,28 @@ def test_kill_9_then_resume(tmp_path):
     assert not list(out.glob("artifacts/.tmp-*")) and (out / "results.json").exists()
 
 
+def test_killed_worker_is_one_line_then_resume(tmp_path):
+    cfg = micro_config(tmp_path)
+    out = tmp_path / "worker-killed"
+    env = dict(os.environ, PYTHONUNBUFFERED="1", SUBLEARN_PROGRESS="0")
+    cmd = [sys.executable, "-m", "sublearn", "run", cfg, "--out", str(out), "--set", "seeds=[4]", "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline, victim = time.time() + 120, None
+    while time.time() < deadline and victim is None:  # a spawned worker: a child running multiprocessing's spawn_main
+        kids = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "spawn_main"], capture_output=True, text=True)
+        victim = int(kids.stdout.split()[0]) if kids.stdout.split() else None
+        time.sleep(0.2)
+    assert victim, "no worker started"
+    time.sleep(1.0)
+    os.kill(victim, signal.SIGKILL)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 2, err
+    last = err.strip().splitlines()[-1]
+    assert "a worker process died" in last and "re-run" in last and "Traceback" not in err, err
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert (out / "results.json").exists()
+
+
 def test_system_prompt_teacher_never_leaks_prompt_into_data(tmp_path):
     cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init"]\n')
     out = tmp_path / "sys"

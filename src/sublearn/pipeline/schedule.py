@@ -18,11 +18,13 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
 from loguru import logger
 
+from ..errors import UserError
 from ..progress import bar
 
 # rough seconds per job on one core, used only to order ready jobs (longest remaining path first)
@@ -132,6 +134,10 @@ def run_graph(jobs: list[Job], workers: int, threads: int, on_done: Callable[[Jo
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for f in done:
                         finish(running.pop(f), f.result(), advance)
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise UserError("a worker process died (killed, or out of memory); finished artifacts are kept: "
+                                "re-run the same command to resume") from None
             except BaseException:
                 # finished artifacts stay; jobs still running finish theirs; nothing new starts
                 pool.shutdown(wait=False, cancel_futures=True)
