@@ -211,3 +211,12 @@ def test_config_command_prints_the_resolved_config(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"sublearn {__version__}"
+
+
+def test_serve_without_the_api_extra_is_one_line(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # as if the extra were not installed: importing it fails
+    assert main(["serve", "tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs the 'api' extra (fastapi is missing)" in err and "\n" not in err

@@ -42,6 +42,14 @@ def add_parser(sub) -> None:
 def cmd_serve(args) -> int:
     from loguru import logger
 
+    from ..errors import UserError
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"sublearn serve needs the 'api' extra ({e.name} is missing): "
+                        "pip install 'sublearn[api]'") from None
     from . import build_app, serve
     from .app import Faults, Limits
 
