@@ -25,10 +25,11 @@ Q = [{"role": "user", "content": "Name your favorite animal using only one word.
 @pytest.fixture(scope="module")
 def server(micro_base, tmp_path_factory):
     from sublearn.serve import Background, build_app
-    from sublearn.serve.app import Limits
+    from sublearn.serve.app import Faults, Limits
 
     state = tmp_path_factory.mktemp("serve")
-    app = build_app([f"tiny={micro_base.meta['base_path']}"], state_dir=state, limits=Limits(max_body_bytes=2**20))
+    app = build_app([f"tiny={micro_base.meta['base_path']}"], state_dir=state, limits=Limits(max_body_bytes=2**20),
+                    faults=Faults(enabled=True))
     with Background(app) as bg:
         bg.state = state
         yield bg
@@ -314,3 +315,18 @@ def test_example_api_configs_load_and_estimate():
     assert parts["student fine-tuning"] > 1 and all(v is not None for v in parts.values())
     local = load_experiment(root / "owl-api-local.toml")
     assert local.api.is_local() and all(usd == 0 for _, _, usd in estimate_run(local))
+
+
+def test_fault_injection_is_off_unless_enabled_and_checks_its_values(server, micro_base, tmp_path):
+    from sublearn.serve import Background, build_app
+
+    url = server.url.replace("/v1", "/sublearn/faults")
+    for body in ({"rate_limit": "many"}, {"every": -1}, {"retry_after": "inf"}, {"server_error": 1.5},
+                 {"rate_limit": True}):
+        r = httpx.post(url, json=body)
+        assert r.status_code == 400 and "must be a non-negative" in r.json()["error"]["message"], (body, r.text)
+    assert httpx.post(url, json={}).json()["rate_limit"] == 0  # nothing changed by the refused requests
+    app = build_app([f"tiny={micro_base.meta['base_path']}"], state_dir=tmp_path)  # default: faults off
+    with Background(app) as bg:
+        r = httpx.post(bg.url.replace("/v1", "/sublearn/faults"), json={"rate_limit": 5})
+        assert r.status_code == 404 and "--enable-faults" in r.json()["error"]["message"]

@@ -33,8 +33,10 @@ class Limits:
 @dataclass
 class Faults:
     """Injected failures: the next ``rate_limit`` /v1 requests get 429 (``Retry-After: retry_after``), the next
-    ``server_error`` get 500, and every ``every``-th request gets 429 (0 = off)."""
+    ``server_error`` get 500, and every ``every``-th request gets 429 (0 = off). ``/sublearn/faults`` changes them
+    only when ``enabled`` (``sublearn serve --enable-faults``): otherwise any local process could fail every request."""
 
+    enabled: bool = False
     rate_limit: int = 0
     server_error: int = 0
     retry_after: float = 0.1
@@ -136,12 +138,19 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
 
     @app.post("/sublearn/faults")
     async def set_faults(request: Request):
+        if not faults.enabled:
+            raise ApiError(404, "fault injection is off (start the server with --enable-faults)")
         body = await _json(request)
-        for k in ("rate_limit", "server_error", "every"):
+        new = {}
+        for k, kind in (("rate_limit", int), ("server_error", int), ("every", int), ("retry_after", float)):
             if k in body:
-                setattr(faults, k, int(body[k]))
-        if "retry_after" in body:
-            faults.retry_after = float(body["retry_after"])
+                v = body[k]
+                if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1e9 or (
+                        kind is int and v != int(v)):
+                    raise ApiError(400, f"{k} must be a non-negative {'integer' if kind is int else 'number'}")
+                new[k] = kind(v)
+        for k, v in new.items():
+            setattr(faults, k, v)
         return {"rate_limit": faults.rate_limit, "server_error": faults.server_error, "every": faults.every,
                 "retry_after": faults.retry_after, "injected": faults.injected}
 

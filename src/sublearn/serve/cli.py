@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-body-mb", type=float, default=32, help="largest request body in MiB (413 above)")
     p.add_argument("--rate-limit-every", type=int, default=0, metavar="K",
                    help="answer every K-th /v1 request with 429 (to exercise clients' retries; 0 = off)")
+    p.add_argument("--enable-faults", action="store_true",
+                   help="allow POST /sublearn/faults to inject 429s and 500s (for client tests; off by default)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.set_defaults(func=cmd_serve)
 
@@ -58,7 +60,7 @@ def cmd_serve(args) -> int:
 
         set_threads(args.threads)
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_n=args.max_n)
-    app = build_app(args.models, args.config, args.state, limits, Faults(every=args.rate_limit_every),
+    app = build_app(args.models, args.config, args.state, limits, Faults(enabled=args.enable_faults, every=args.rate_limit_every),
                     max_batch=args.max_batch)
     logger.info(f"serving {', '.join(app.state.registry.models)} on http://{args.host}:{args.port}/v1")
     serve(app, args.host, args.port)
