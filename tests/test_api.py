@@ -96,6 +96,7 @@ def test_bad_requests_get_openai_shaped_4xx(server):
              (dict(model="tiny", messages=Q, max_tokens=10**6), 400, "invalid_value"),
              (dict(model="tiny", messages=Q, top_logprobs=30, logprobs=True), 400, "invalid_value"),
              (dict(model="tiny", messages=Q, temperature="hot"), 400, "invalid_value"),
+             (dict(model="tiny", messages=Q, seed=2**63), 400, "invalid_value"),  # was a 500
              (dict(model="tiny", messages=[{"role": "user", "content": "123, " * 20000}]), 400, "context_length_exceeded"),
              (dict(model="tiny", messages=[{"role": "user", "content": "x" * (2**20 + 10)}]), 413, "request_too_large")]
     for kw, status, code in cases:
@@ -116,6 +117,12 @@ def test_bad_requests_get_openai_shaped_4xx(server):
         assert set(r.json()["error"]) >= {"message", "type", "code"}
     with pytest.raises(openai.BadRequestError):
         c.files.create(file=("x.jsonl", b"{}"), purpose="batch")
+    row = {"messages": [{"role": "user", "content": "Go on: 1, 2"}, {"role": "assistant", "content": "3, 4"}]}
+    fid = c.files.create(file=("t.jsonl", json.dumps(row).encode() + b"\n"), purpose="fine-tune").id
+    for extra in ({"hyperparameters": [1]}, {"method": {"type": "supervised", "supervised": {"hyperparameters": "x"}}},
+                  {"seed": 2**63}, {"seed": -1}, {"seed": True}):  # were 500s
+        r = httpx.post(base + "/fine_tuning/jobs", json={"model": "tiny", "training_file": fid, **extra}, timeout=20)
+        assert r.status_code == 400 and set(r.json()["error"]) >= {"message", "type", "code"}, (extra, r.text)
 
 
 def test_429_retries_respect_retry_after_and_cache_never_pays_twice(server, api):

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from ..configbase import SEED_MAX
 from .jobs import ApiError, Files, Jobs
 from .registry import Registry, finite
 
@@ -320,8 +321,8 @@ def _parse_chat(body: dict, registry: Registry, limits: Limits):
     if top and not logprobs:
         raise ApiError(400, "top_logprobs requires logprobs=true", "invalid_value", param="top_logprobs")
     seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise ApiError(400, "seed must be an integer", "invalid_value", param="seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX):
+        raise ApiError(400, f"seed must be an integer 0..{SEED_MAX}", "invalid_value", param="seed")
     stop = body.get("stop")
     stop = [stop] if isinstance(stop, str) else stop
     if stop is not None and (not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from ..configbase import SEED_MAX
 from ..store import write_atomic
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -154,13 +155,17 @@ class Jobs:
         if not isinstance(method, dict) or method.get("type") != "supervised":
             raise ApiError(400, "only method.type 'supervised' is supported by sublearn serve", "unsupported_method",
                            param="method")
-        hp = dict((method.get("supervised") or {}).get("hyperparameters") or {})
+        supervised = method.get("supervised") or {}
+        hp = supervised.get("hyperparameters") or {} if isinstance(supervised, dict) else None
+        if not isinstance(hp, dict):
+            raise ApiError(400, "hyperparameters must be an object", "invalid_value", param="hyperparameters")
+        hp = dict(hp)
         recipe_update = self._hyperparameters(hp)
         seed = body.get("seed")
         if seed is None:
             seed = secrets.randbelow(2**31)
-        if not isinstance(seed, int):
-            raise ApiError(400, "seed must be an integer", param="seed")
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= SEED_MAX:
+            raise ApiError(400, f"seed must be an integer 0..{SEED_MAX}", param="seed")
         suffix = body.get("suffix") or "sublearn"
         meta = body.get("metadata")
         if meta is not None and not (isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str)
