@@ -108,6 +108,13 @@ def test_unknown_model_path_is_user_error(tmp_path, capsys):
     assert main(["run", str(p), "--out", str(tmp_path / "o"), "--set", "model.base=/no/such/model"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown model" in err and "\n" not in err
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 16)
+    (tmp_path / "empty").mkdir()
+    for base, needle in ((tmp_path / "weights.bin", "not a .gguf model"), (tmp_path / "empty", "not a model directory")):
+        assert main(["run", str(p), "--out", str(tmp_path / "o"), "--set", f"model.base={base}"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+    assert not (tmp_path / "o").exists()  # refused before the run directory was made
 
 
 @pytest.mark.parametrize("name", ["owl-tiny", "owl-smollm2", "paper-qwen7b"])

@@ -30,10 +30,12 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
 
     from .backends.tiny.build import cache_root
     from .pipeline import run
+    from .pipeline.plan import make_plan
     from .store import usable_dir
 
     cfg = _load_cfg(args)
     usable_dir(cache_root(), "SUBLEARN_CACHE")  # before --out is created: a bad cache leaves nothing behind
+    make_plan(cfg)  # the same for model paths: they resolve (or fail) here
     out = usable_dir(args.out)
     if cfg.model.backend == "openai" and set(stages) & {"generate", "finetune", "evaluate"}:
         from .backends.openai_cost import confirm_run_cost

@@ -30,6 +30,8 @@ def resolve(spec: str, embedded=None) -> tuple[Path, str]:
         raise UserError(f"unknown model {spec!r}: not a registered model ({known}) and no such path")
     if p.is_file() and p.suffix == ".gguf":
         return gguf.ensure_converted(p.resolve(), p.stem, cache_root())
+    if p.is_file():
+        raise UserError(f"{p} is a file but not a .gguf model: give a .gguf file or a checkpoint directory")
     if p.is_dir() and not ((p / "config.json").exists() or (p / META).exists()):
         raise UserError(f"{p} is not a model directory (no config.json)")
     files = sorted(p.rglob("*")) if p.is_dir() else [p]
