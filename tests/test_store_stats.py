@@ -95,3 +95,27 @@ def test_backend_revision_changes_only_that_backends_stage_and_downstream(monkey
     assert all(before[n] == after[n] for n in before if n.startswith(("teacher-", "data-", "filtered-")))
     monkeypatch.setitem(plan.BACKEND_REVISION, "vllm", {})  # another backend's revision leaves hf keys alone
     assert {n.name: n.key for nodes in plan.make_plan(cfg).values() for n in nodes} == after
+
+
+def test_partial_writes_of_dead_writers_are_cleaned_even_when_their_pid_was_reused(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from sublearn.store import Store, _writer_tag
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        arts = tmp_path / "artifacts"
+        arts.mkdir()
+        live = arts / f".tmp-finetune-abc-{_writer_tag(other.pid)}"  # a writer that is still running: kept
+        reused = arts / f".tmp-finetune-def-{other.pid}.1"  # its pid, another start time: a dead writer's
+        dead = arts / ".tmp-evaluate-0123-999999999"
+        for d in (live, reused, dead):
+            d.mkdir()
+        Store(tmp_path)
+        assert live.exists() and not reused.exists() and not dead.exists()
+        with Store(tmp_path).writing("filter", "k1", name="x", config={}) as (tmp, _):
+            assert tmp.name.endswith(_writer_tag(os.getpid()))
+    finally:
+        other.kill()

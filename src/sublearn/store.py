@@ -125,9 +125,9 @@ class Store:
 
     def _clean_partials(self) -> None:
         for p in (self.root / "artifacts").glob(".tmp-*"):
-            # left by a killed stage; the pid is part of the name, so a live writer is never touched
-            pid = p.name.split("-")[-1]
-            if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+            # left by a killed stage; the writer (pid and start time) is part of the name, so a live writer is never
+            # touched, and a dead writer's directory is cleaned even when its pid now belongs to another process
+            if _writer_alive(p.name.split("-")[-1]):
                 continue
             shutil.rmtree(p, ignore_errors=True)
 
@@ -156,7 +156,7 @@ class Store:
         recorded duration is the block's plus ``extra_seconds`` (this artifact's share of work done before it).
         """
         final = self.path(stage, key)
-        tmp = self.root / "artifacts" / f".tmp-{stage}-{key}-{os.getpid()}"
+        tmp = self.root / "artifacts" / f".tmp-{stage}-{key}-{_writer_tag(os.getpid())}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         extra: dict = {}
@@ -213,3 +213,25 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None where that is unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the parenthesized command name
+
+
+def _writer_tag(pid: int) -> str:
+    start = _start_time(pid)
+    return f"{pid}" if start is None else f"{pid}.{start}"
+
+
+def _writer_alive(tag: str) -> bool:
+    """Is the process that wrote a temp directory named with ``tag`` still running (and not this process)?"""
+    pid, _, start = tag.partition(".")
+    if not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid)):
+        return False
+    return not start or _start_time(int(pid)) in (None, start)
