@@ -222,3 +222,17 @@ def test_in_context_k_beyond_the_data_is_a_clean_error(run_dir, capsys):
     assert main(["evaluate", cfg, "--out", str(out), "--set", "students.in_context_k=1000"]) == 2
     err = capsys.readouterr().err
     assert "in_context_k = 1000, but the filtered data holds only" in err and "Traceback" not in err
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(run_dir, tmp_path, capsys):
+    cfg, out = run_dir
+    before = sorted(p.name for p in (out / "artifacts").iterdir())
+    assert main(["run", cfg, "--out", str(out), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(exists):") and all("nothing to do" in line for line in lines[1:]) and len(lines) == 6
+    assert main(["run", cfg, "--out", str(out), "--dry-run", "--force", "finetune"]) == 0
+    text = capsys.readouterr().out
+    assert "finetune" in text and "0 done, 8 to compute" in text  # 2 seeds x 4 trained conditions
+    assert sorted(p.name for p in (out / "artifacts").iterdir()) == before  # nothing removed
+    assert main(["generate", cfg, "--out", str(tmp_path / "new"), "--dry-run"]) == 0
+    assert "missing (not run by this command)" in capsys.readouterr().out and not (tmp_path / "new").exists()

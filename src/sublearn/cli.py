@@ -46,6 +46,8 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -
                    choices=["generate", "filter", "finetune", "evaluate"], help="redo this stage's artifacts (repeatable)")
     p.add_argument("--workers", type=int, help="parallel worker processes (overrides model.workers)")
     p.add_argument("--yes", action="store_true", help="backend openai: skip the estimated-cost confirmation")
+    p.add_argument("--dry-run", action="store_true", help="print what is done and what would be computed, per "
+                   "stage; write nothing")
 
 
 RUN_EPILOG = """\

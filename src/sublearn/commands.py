@@ -35,7 +35,9 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
 
     cfg = _load_cfg(args)
     usable_dir(cache_root(), "SUBLEARN_CACHE")  # before --out is created: a bad cache leaves nothing behind
-    make_plan(cfg)  # the same for model paths: they resolve (or fail) here
+    plan = make_plan(cfg)  # the same for model paths: they resolve (or fail) here
+    if getattr(args, "dry_run", False):
+        return _print_plan(plan, Path(args.out), stages, tuple(args.force))
     out = usable_dir(args.out)
     if cfg.model.backend == "openai" and set(stages) & {"generate", "finetune", "evaluate"}:
         from .backends.openai_cost import confirm_run_cost
@@ -47,6 +49,25 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
         logger.success(_summary(res, out, time.time() - t0))
     else:
         logger.success(f"{', '.join(s for s in stages)} done in {time.time() - t0:.0f} s; see `sublearn show {out}`")
+    return 0
+
+
+def _print_plan(plan: dict, out: Path, stages: tuple[str, ...], force: tuple[str, ...]) -> int:
+    """``--dry-run``: per stage, what is already in ``out`` and what a run would compute; nothing is written."""
+    from .pipeline.plan import CLI_STAGES
+
+    chosen = {s for c in stages if c in CLI_STAGES for s in CLI_STAGES[c]}
+    stale: set[str] = set()  # forced, and everything made from what is forced (as a run removes them)
+    for n in (n for nodes in plan.values() for n in nodes):
+        if (n.stage in chosen and any(n.stage in CLI_STAGES[c] for c in force)) or stale.intersection(n.parents):
+            stale.add(n.key)
+    print(f"plan for {out} ({'exists' if out.is_dir() else 'new'}):")
+    for stage, nodes in plan.items():
+        done = [n for n in nodes if n.key not in stale and (out / "artifacts" / f"{stage}-{n.key}" / ".done").exists()]
+        todo = len(nodes) - len(done)
+        what = (f"{todo} to compute" if stage in chosen else f"{todo} missing (not run by this command)") if todo else \
+            "nothing to do"
+        print(f"  {stage:<9} {len(nodes):>4} artifacts: {len(done)} done, {what}")
     return 0
 
 
