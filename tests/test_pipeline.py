@@ -236,3 +236,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(run_dir, tmp_path, capsys):
     assert sorted(p.name for p in (out / "artifacts").iterdir()) == before  # nothing removed
     assert main(["generate", cfg, "--out", str(tmp_path / "new"), "--dry-run"]) == 0
     assert "missing (not run by this command)" in capsys.readouterr().out and not (tmp_path / "new").exists()
+
+
+def test_report_and_config_read_a_run_directory(run_dir, capsys):
+    _, out = run_dir
+    before = json.loads((out / "results.json").read_text())
+    assert main(["report", str(out)]) == 0  # no CONFIG, no --out: the run's own config.json
+    after = json.loads((out / "results.json").read_text())
+    assert after["conditions"] == before["conditions"] and after["config"] == before["config"]
+    capsys.readouterr()
+    assert main(["config", str(out)]) == 0
+    assert f'name = "{before["name"]}"' in capsys.readouterr().out

@@ -37,9 +37,12 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
-    p.add_argument("config", nargs=None if config_required else "?", help="experiment TOML (see examples/)")
-    p.add_argument("--out", required=config_required, help="run directory (artifacts, lineage, report)")
+def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True, out_required: bool = True) -> None:
+    p.add_argument("config", nargs=None if config_required else "?",
+                   help="experiment TOML (see examples/), or a run directory (its config.json)")
+    p.add_argument("--out", required=config_required and out_required,
+                   help="run directory (artifacts, lineage, report)" + ("" if out_required else
+                                                                        "; default: CONFIG when it is a run directory"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set trait.target=eagle (repeatable)")
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
@@ -89,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
             g.add_argument("--max-value", type=int, default=999, help="largest allowed number (default 999)")
             g.add_argument("--max-digits", type=int, default=3, help="most digits per number (default 3)")
         else:
-            _add_config_args(p)
+            _add_config_args(p, out_required=stage != "report")
     p = sub.add_parser("show", help="list a run's artifacts with their lineage",
                        description="Print what exists in a run directory and where each artifact came from.")
     p.add_argument("run_dir", help="a run directory (--out of an earlier command)")

@@ -141,6 +141,8 @@ def dispatch(args) -> int:
     if c == "filter" and args.data:
         return cmd_filter_data(args)
     if c in ("generate", "filter", "finetune", "evaluate", "report"):
+        if c == "report" and args.config and not args.out and Path(args.config).is_dir():
+            args.out = args.config  # `sublearn report RUN`: the run's own config.json
         if not args.config or not args.out:
             raise UserError(f"{c} needs CONFIG and --out DIR" + (" (or --data for any JSONL)" if c == "filter" else ""))
         return cmd_run(args, (c,))

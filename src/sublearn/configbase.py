@@ -90,7 +90,13 @@ def read_toml(path: str | Path) -> dict:
     if not p.exists():
         raise UserError(f"config file not found: {p}")
     if p.is_dir():
-        raise UserError(f"config path is a directory, expected a TOML file: {p}")
+        if (p / "config.json").is_file():  # a run directory: the resolved config it ran with
+            try:
+                return json.loads((p / "config.json").read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise UserError(f"{p / 'config.json'}: not a readable config (invalid JSON)") from None
+        raise UserError(f"config path is a directory without a config.json, expected a TOML file or a run "
+                        f"directory: {p}")
     try:
         return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
