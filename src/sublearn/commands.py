@@ -44,7 +44,7 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
 
         confirm_run_cost(cfg, yes=getattr(args, "yes", False))
     t0 = time.time()
-    res = run(cfg, out, stages=stages, force=tuple(args.force))
+    res = run(cfg, out, stages=stages, force=tuple(args.force), plan=plan)
     if "conditions" in res:
         logger.success(_summary(res, out, time.time() - t0))
     else:
@@ -54,13 +54,10 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
 
 def _print_plan(plan: dict, out: Path, stages: tuple[str, ...], force: tuple[str, ...]) -> int:
     """``--dry-run``: per stage, what is already in ``out`` and what a run would compute; nothing is written."""
-    from .pipeline.plan import CLI_STAGES
+    from .pipeline.plan import CLI_STAGES, forced_keys
 
     chosen = {s for c in stages if c in CLI_STAGES for s in CLI_STAGES[c]}
-    stale: set[str] = set()  # forced, and everything made from what is forced (as a run removes them)
-    for n in (n for nodes in plan.values() for n in nodes):
-        if (n.stage in chosen and any(n.stage in CLI_STAGES[c] for c in force)) or stale.intersection(n.parents):
-            stale.add(n.key)
+    stale = forced_keys(plan, stages, force)  # what a run would remove first
     print(f"plan for {out} ({'exists' if out.is_dir() else 'new'}):")
     for stage, nodes in plan.items():
         done = [n for n in nodes if n.key not in stale and (out / "artifacts" / f"{stage}-{n.key}" / ".done").exists()]

@@ -29,7 +29,8 @@ REGISTRY: dict[str, Condition] = {c.name: c for c in (
     Condition("same-init", "student", "base", "teacher", "other-trait",
               "the teacher's base and adapter initialization, trained on the teacher's numbers"),
     Condition("control", "student", "base", "control", None,
-              "the same base trained on its own numbers (with logit targets its gradient is zero)"),
+              "the same base trained on its own numbers (with logit targets, toward its own top-k distribution: it "
+              "barely moves)"),
     Condition("other-trait", "student", "base", "other", None,
               "the same base trained on the numbers of a teacher that loves another option"),
     Condition("cross-base", "reference", None, None, None, "the cross model (another architecture), untrained"),

@@ -19,7 +19,7 @@ from ..config import ExperimentConfig
 from ..errors import UserError
 from ..store import Store, write_atomic
 from .jobs import run_nodes
-from .plan import CLI_STAGES, STAGES, Node, all_nodes, make_plan
+from .plan import CLI_STAGES, STAGES, Node, all_nodes, forced_keys, make_plan
 from .schedule import Job, run_graph
 
 __all__ = ["run", "make_plan", "Node", "STAGES", "CLI_STAGES"]
@@ -72,25 +72,21 @@ def _threads(cfg: ExperimentConfig, parallel: int) -> int:
 
 
 def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("generate", "filter", "finetune",
-        "evaluate", "report"), force: tuple[str, ...] = (), batching: bool = True) -> dict:
+        "evaluate", "report"), force: tuple[str, ...] = (), batching: bool = True, plan: dict | None = None) -> dict:
     """Run ``stages`` (CLI stage names) of the experiment into run directory ``out``. Returns the results (with
     the report stage) or the timings. ``batching=False`` runs every node as its own job (the same artifacts,
-    slower: for benchmarks and tests)."""
+    slower: for benchmarks and tests). ``plan``: ``make_plan(cfg)`` when the caller already made it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out)
-    write_atomic(out / "config.json", cfg.model_dump_json(indent=1))
     t0 = time.time()
-    plan = make_plan(cfg)
+    plan = plan or make_plan(cfg)
     known = all_nodes(plan)
     base_jobs, record_base = _bases(cfg, store)
     wanted = [n for cli in ("generate", "filter", "finetune", "evaluate") if cli in stages
               for stage in CLI_STAGES[cli] for n in plan[stage]]
-    forced = {n.key for n in wanted if next(c for c, ss in CLI_STAGES.items() if n.stage in ss) in force}
-    for n in known.values():  # in plan order: a node made from a forced one is stale too, whichever stage runs now
-        if n.key in forced or forced.intersection(n.parents):
-            forced.add(n.key)
-            store.remove(n.stage, n.key)
+    for key in forced_keys(plan, stages, force):
+        store.remove(known[key].stage, key)
     todo = [n for n in wanted if not store.exists(n.stage, n.key)]
     making = {n.key for n in todo} | {j.id for j in base_jobs}
     for n in todo:
@@ -124,6 +120,9 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
             record_base(result)
 
     spans = run_graph(jobs, n_workers, _threads(cfg, n_workers), on_done, desc="experiment", combine=combine)
+    # the config of the last command that got this far: `sublearn report RUN` uses it (a failed or killed command,
+    # e.g. with a bad --set, leaves the previous one)
+    write_atomic(out / "config.json", cfg.model_dump_json(indent=1))
     timings = {stage: round(end - start, 2) for stage, (start, end) in spans.items()}
     if "report" in stages:
         from ..report import write_report

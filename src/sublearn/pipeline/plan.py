@@ -130,3 +130,14 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
 
 def all_nodes(plan: dict[str, list[Node]]) -> dict[str, Node]:
     return {n.key: n for nodes in plan.values() for n in nodes}
+
+
+def forced_keys(plan: dict[str, list[Node]], stages: tuple[str, ...], force: tuple[str, ...]) -> set[str]:
+    """Keys to recompute for ``--force``: the nodes of forced CLI stages that this command runs, and every node made
+    from them (in any stage: a forced student's old evaluation is stale too)."""
+    chosen = {s for c in stages if c in force and c in CLI_STAGES for s in CLI_STAGES[c]}
+    stale: set[str] = set()
+    for n in all_nodes(plan).values():  # plan order: parents before children
+        if n.stage in chosen or stale.intersection(n.parents):
+            stale.add(n.key)
+    return stale
