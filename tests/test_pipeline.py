@@ -247,3 +247,23 @@ def test_report_and_config_read_a_run_directory(run_dir, capsys):
     capsys.readouterr()
     assert main(["config", str(out)]) == 0
     assert f'name = "{before["name"]}"' in capsys.readouterr().out
+
+
+def test_two_runs_on_one_directory_share_the_work(tmp_path):
+    """Two concurrent runs of one config into one directory: both finish, with the same results, and every artifact
+    is recorded once, by one writer (the claim locks: tests/test_store_stats.py)."""
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init", "control"]\n')
+    out = tmp_path / "shared"
+    env = dict(os.environ, SUBLEARN_PROGRESS="0")
+    cmd = [sys.executable, "-m", "sublearn", "run", cfg, "--out", str(out), "--workers", "1"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    store = Store(out)
+    recs = store.records()
+    assert len(recs) == len({(r.stage, r.key) for r in recs})
+    # each artifact's lineage names the process that wrote it; a run that found it made skipped it
+    made = [r for r in recs if r.stage != "base"]  # bases live in the cache
+    assert made and all(store.exists(r.stage, r.key) and r.extra.get("pid") for r in made)
+    assert not list(out.glob("artifacts/.tmp-*"))

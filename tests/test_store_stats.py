@@ -119,3 +119,33 @@ def test_partial_writes_of_dead_writers_are_cleaned_even_when_their_pid_was_reus
             assert tmp.name.endswith(_writer_tag(os.getpid()))
     finally:
         other.kill()
+
+
+def test_one_writer_per_artifact_across_processes(tmp_path):
+    """While one process holds an artifact's claim, another waits for it, then finds the artifact made."""
+    import subprocess
+    import sys
+    import time
+
+    from sublearn.store import Store
+
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import time
+from sublearn.store import Store
+s = Store({str(tmp_path)!r})
+with s.claimed([("filter", "k1")]):
+    print("held", flush=True)
+    with s.writing("filter", "k1", name="x", config={{}}) as (tmp, _):
+        time.sleep(1.5)
+"""], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    store = Store(tmp_path)
+    t0 = time.time()
+    with store.claimed([("filter", "k2"), ("filter", "k1")]):
+        waited = time.time() - t0
+        assert store.exists("filter", "k1")  # made by the other writer while we waited: nothing to recompute
+    holder.wait(timeout=30)
+    assert waited > 0.5, waited
+    t0 = time.time()
+    with store.claimed([("filter", "k1")]):  # free again: no wait
+        assert time.time() - t0 < 0.5

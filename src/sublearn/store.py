@@ -134,6 +134,27 @@ class Store:
     def path(self, stage: str, key: str) -> Path:
         return self.root / "artifacts" / f"{stage}-{key}"
 
+    @contextlib.contextmanager
+    def claimed(self, items: list[tuple[str, str]]) -> Iterator[None]:
+        """Hold the write locks of artifacts ``(stage, key)`` for the block: one writer per artifact, across
+        processes and runs sharing this store. Locks are taken in one global order, so two claimants never wait on
+        each other in a cycle; a caller re-checks ``exists`` inside the block (another writer may have finished)."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no cross-process locks
+            yield
+            return
+        files = []
+        try:
+            for stage, key in sorted(set(items)):
+                f = open(self.root / "artifacts" / f".lock-{stage}-{key}", "a")  # noqa: SIM115 - held until the end
+                files.append(f)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield
+        finally:
+            for f in reversed(files):
+                f.close()  # closing releases the lock
+
     def exists(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / ".done").exists()
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from loguru import logger
+
 from ..conditions import STUDENTS
 from ..config import ExperimentConfig
 from ..provenance import machine
@@ -212,17 +214,24 @@ def run_nodes(cfg_json: str, out: str, nodes: list[Node], threads: int = 0) -> d
     todo = [n for n in nodes if not ctx.run.exists(n.stage, n.key)]
     if not todo:
         return {}
-    t0 = time.time()
-    writers = STAGE_JOBS[todo[0].stage](ctx, todo)
-    share = (time.time() - t0) / len(todo)
-    done = {}
-    for n in todo:
-        with ctx.run.writing(n.stage, n.key, name=n.name, config=n.config, parents=n.parents, seed=n.seed,
-                             model=n.model, extra_seconds=share) as (tmp, extra):
-            extra.update(writers[n.key](tmp))
-            extra["pid"] = os.getpid()
-            extra["machine"] = machine()
-            if len(todo) > 1:
-                extra["batch"] = len(todo)
-        done[n.key] = extra
+    with ctx.run.claimed([(n.stage, n.key) for n in todo]):  # another run on this directory computes them once
+        left = [n for n in todo if not ctx.run.exists(n.stage, n.key)]  # ... and it may have just finished them
+        if len(left) < len(todo):
+            logger.info(f"{len(todo) - len(left)} {todo[0].stage} artifact(s) made by another run meanwhile: reused")
+        todo = left
+        if not todo:
+            return {}
+        t0 = time.time()
+        writers = STAGE_JOBS[todo[0].stage](ctx, todo)
+        share = (time.time() - t0) / len(todo)
+        done = {}
+        for n in todo:
+            with ctx.run.writing(n.stage, n.key, name=n.name, config=n.config, parents=n.parents, seed=n.seed,
+                                 model=n.model, extra_seconds=share) as (tmp, extra):
+                extra.update(writers[n.key](tmp))
+                extra["pid"] = os.getpid()
+                extra["machine"] = machine()
+                if len(todo) > 1:
+                    extra["batch"] = len(todo)
+            done[n.key] = extra
     return done

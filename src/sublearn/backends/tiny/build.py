@@ -47,6 +47,13 @@ def ensure_embedded(name: str, spec: EmbeddedSpec | None = None) -> tuple[Path, 
     key = embedded_key(name, spec)
     if store.exists("base", key):
         return store.path("base", key), key
+    with store.claimed([("base", key)]):  # two runs on one machine pre-train a base once
+        if not store.exists("base", key):
+            _pretrain(store, name, spec, key)
+    return store.path("base", key), key
+
+
+def _pretrain(store: Store, name: str, spec: EmbeddedSpec, key: str) -> None:
     from ..hf import HFModel, quiet_transformers
     from ..hf_train import Recipe
     from .corpus import VERSION, corpus, vocabulary_texts
@@ -67,7 +74,6 @@ def ensure_embedded(name: str, spec: EmbeddedSpec | None = None) -> tuple[Path, 
         trained.meta = {"embedded": name, "spec": spec.dump(), "loss_first_last": trained.meta["train_losses_first_last"]}
         trained.save(tmp)
         extra.update(vocab=len(tok), params=sum(p.numel() for p in model.parameters()))
-    return store.path("base", key), key
 
 
 def embedded_key(name: str, spec: EmbeddedSpec | None = None) -> str:
