@@ -267,3 +267,36 @@ def test_two_runs_on_one_directory_share_the_work(tmp_path):
     made = [r for r in recs if r.stage != "base"]  # bases live in the cache
     assert made and all(store.exists(r.stage, r.key) and r.extra.get("pid") for r in made)
     assert not list(out.glob("artifacts/.tmp-*"))
+
+
+def test_damaged_artifacts_are_found_and_recomputed_never_used(tmp_path, capsys):
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init", "control"]\n')
+    out = tmp_path / "v"
+    assert main(["run", cfg, "--out", str(out), "--set", "seeds=[5]"]) == 0
+    first = json.loads((out / "results.json").read_text())["conditions"]
+    assert main(["verify", str(out)]) == 0
+    assert " 0 damaged" in capsys.readouterr().out
+    evals = sorted(out.glob("artifacts/evaluate-*/*.json"))
+    text = evals[0].read_text()
+    evals[0].write_text(text.replace("0", "1", 1) if "0" in text else text[::-1])  # same size, other bytes
+    weights = next(out.glob("artifacts/finetune-*/**/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-7])  # cut short
+    kept = next(out.glob("artifacts/filter-*/kept.jsonl"))
+    kept.write_text("".join(kept.read_text().splitlines(keepends=True)[1:]))  # a row deleted
+    assert main(["verify", str(out)]) == 1
+    report = capsys.readouterr().out
+    assert report.count("damaged: ") == 3 and "was changed after it was written" in report and "bytes" in report
+    assert main(["run", cfg, "--out", str(out), "--set", "seeds=[5]"]) == 0  # recomputed, not used
+    assert capsys.readouterr().err.count("is damaged") == 3  # each reported in one line, then recomputed
+    assert json.loads((out / "results.json").read_text())["conditions"] == first
+    assert main(["verify", str(out)]) == 0
+    weights = next(out.glob("artifacts/finetune-*/**/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-7])
+    assert main(["verify", str(out), "--repair"]) == 0
+    assert main(["verify", str(out)]) == 0
+    assert json.loads((out / "results.json").read_text())["conditions"] == first
+    (out / "lineage.sqlite").write_bytes(b"garbage" * 100)
+    capsys.readouterr()
+    assert main(["verify", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a readable lineage index" in err and "\n" not in err

@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print what exists in a run directory and where each artifact came from.")
     p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
     p.add_argument("--key", help="show one artifact in full (key prefix)")
+    p = sub.add_parser("verify", help="check every artifact of a run (and its cached bases) against what was written",
+                       description="Check every artifact of a run directory, and the cached bases it used, against "
+                       "the sizes, times and hashes recorded when each was written. Exit 0: all intact; 1: some "
+                       "damaged or missing (listed). --repair removes those and recomputes them.")
+    p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
+    p.add_argument("--repair", action="store_true", help="remove what is damaged and recompute it (the run's own "
+                   "config.json)")
     p = sub.add_parser("config", help="print an experiment config as TOML (the defaults, or CONFIG with --set "
                        "applied, validated), with every field's help",
                        description="Print an experiment config as TOML with every field's help: the built-in "

@@ -120,6 +120,44 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    """``sublearn verify RUN``: every artifact of a run (and the cached bases it used) against what was written."""
+    from loguru import logger
+
+    from .backends.tiny.build import cache_root
+    from .store import Store
+
+    root = Path(args.run_dir)
+    if not (root / "lineage.sqlite").exists():
+        raise UserError(f"{root} is not a sublearn run directory (no lineage.sqlite)")
+    run_store, cache = Store(root), Store(cache_root(), "SUBLEARN_CACHE")
+    checked, broken = 0, []
+    for r in run_store.records():
+        store = cache if r.stage == "base" else run_store
+        if r.stage == "base" and not cache.exists("base", r.key):
+            continue  # not a cached base (a checkpoint directory of the user's, an API model)
+        checked += 1
+        why = store.damage(r.stage, r.key) if store.exists(r.stage, r.key) else "it is missing"
+        if why:
+            broken.append((store, r))
+            print(f"damaged: {r.name} ({r.stage}-{r.key}): {why}")
+    print(f"{checked} artifacts checked in {root} (and the cache {cache.root}): {len(broken)} damaged")
+    if not broken:
+        return 0
+    if not args.repair:
+        print(f"repair: sublearn verify {root} --repair (removes them and recomputes them)")
+        return 1
+    for store, r in broken:
+        store.remove(r.stage, r.key)
+    from .config import load_experiment
+    from .pipeline import run
+
+    res = run(load_experiment(root), root)  # the run's own config.json; only what was removed is computed
+    logger.success(f"repaired {len(broken)} artifacts; results: {root / 'results.json'}" if "conditions" in res
+                   else f"repaired {len(broken)} artifacts")
+    return 0
+
+
 def cmd_config(args) -> int:
     from .config import ExperimentConfig
     from .configtoml import to_toml
@@ -145,6 +183,8 @@ def dispatch(args) -> int:
         return cmd_run(args, (c,))
     if c == "show":
         return cmd_show(args)
+    if c == "verify":
+        return cmd_verify(args)
     if c == "config":
         return cmd_config(args)
     raise UserError(f"unknown command {c}")

@@ -110,8 +110,14 @@ class Store:
         self.root = usable_dir(root, what)
         (self.root / "artifacts").mkdir(exist_ok=True)
         self.db_path = self.root / "lineage.sqlite"
-        with self._db() as db:
-            db.executescript(SCHEMA)
+        try:
+            with self._db() as db:
+                db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            from .errors import UserError
+
+            raise UserError(f"{self.db_path} is not a readable lineage index ({e}): move it away to start the "
+                            "index afresh") from None
         self._clean_partials()
 
     @contextlib.contextmanager
@@ -158,6 +164,28 @@ class Store:
     def exists(self, stage: str, key: str) -> bool:
         return (self.path(stage, key) / ".done").exists()
 
+    def damage(self, stage: str, key: str) -> str | None:
+        """Why a finished artifact cannot be trusted (a file missing, cut short or changed since it was written), or
+        None when it is intact. Cheap: sizes and modification times, and a file's hash only when its time moved."""
+        d = self.path(stage, key)
+        try:
+            files = json.loads((d / ".done").read_text()).get("files")
+        except (OSError, ValueError, AttributeError):
+            return "its completion record is unreadable"
+        if not isinstance(files, dict):
+            return None  # written before manifests: nothing to check against
+        for rel, (size, mtime_ns, digest) in files.items():
+            f = d / rel
+            try:
+                st = f.stat()
+            except OSError:
+                return f"{rel} is missing"
+            if st.st_size != size:
+                return f"{rel} has {st.st_size} bytes, {size} were written"
+            if st.st_mtime_ns != mtime_ns and _file_hash(f) != digest:
+                return f"{rel} was changed after it was written"
+        return None
+
     @contextlib.contextmanager
     def writing(
         self,
@@ -188,7 +216,8 @@ class Store:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         duration = time.time() - t0 + extra_seconds
-        (tmp / ".done").write_text(canonical_json({"key": key, "stage": stage}))
+        # the manifest: what each file was when written, so a later load can tell it was changed or cut short
+        (tmp / ".done").write_text(canonical_json({"key": key, "stage": stage, "files": _manifest(tmp)}))
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -226,6 +255,24 @@ def _record(r: tuple) -> Record:
     return Record(key=r[0], stage=r[1], name=r[2], config_hash=r[3], config=json.loads(r[4]),
                   parents=json.loads(r[5]), seed=r[6], model=r[7], path=r[8], created=r[9],
                   duration_s=r[10], extra=json.loads(r[11]))
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest(root: Path) -> dict[str, list]:
+    """{relative path: [size, mtime_ns, sha256]} of every file under ``root`` but ``.done``."""
+    out = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.name != ".done":
+            st = f.stat()
+            out[str(f.relative_to(root))] = [st.st_size, st.st_mtime_ns, _file_hash(f)]
+    return out
 
 
 def _pid_alive(pid: int) -> bool:

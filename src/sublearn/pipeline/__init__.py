@@ -49,6 +49,11 @@ def _bases(cfg: ExperimentConfig, run: Store) -> tuple[list[Job], Callable[[str]
 
     jobs = []
     for s in dict.fromkeys(specs):
+        key = base_key(cfg, s)
+        why = cfg.model.spec(s) is not None and cache.exists("base", key) and cache.damage("base", key)
+        if why:
+            logger.warning(f"the cached base {s} ({key}) is damaged: {why}; it will be pre-trained again")
+            cache.remove("base", key)
         if cfg.model.spec(s) is not None and not cache.exists("base", base_key(cfg, s)):
             jobs.append(Job(base_key(cfg, s), "base", f"base-{s}", _build_base, (s, cfg.model.spec(s))))
         else:
@@ -87,6 +92,11 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
               for stage in CLI_STAGES[cli] for n in plan[stage]]
     for key in forced_keys(plan, stages, force):
         store.remove(known[key].stage, key)
+    for n in known.values():  # a damaged artifact is never used: it is recomputed (with its key, the same bytes)
+        why = store.exists(n.stage, n.key) and store.damage(n.stage, n.key)
+        if why:
+            logger.warning(f"{n.name} ({n.stage}-{n.key}) is damaged: {why}; removed, it will be recomputed")
+            store.remove(n.stage, n.key)
     todo = [n for n in wanted if not store.exists(n.stage, n.key)]
     making = {n.key for n in todo} | {j.id for j in base_jobs}
     for n in todo:
