@@ -300,3 +300,21 @@ def test_damaged_artifacts_are_found_and_recomputed_never_used(tmp_path, capsys)
     assert main(["verify", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a readable lineage index" in err and "\n" not in err
+
+
+def test_a_moved_cache_still_loads_a_runs_adapters(tmp_path, monkeypatch):
+    """Adapters record their base's path; when the cache moved, the base is found again in this machine's cache."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(os.environ["SUBLEARN_CACHE"], cache, ignore=shutil.ignore_patterns("serve", "*.lock*"))
+    monkeypatch.setenv("SUBLEARN_CACHE", str(cache))
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init"]\n')
+    out = tmp_path / "m"
+    assert main(["run", cfg, "--out", str(out), "--set", "seeds=[6]"]) == 0
+    first = json.loads((out / "results.json").read_text())["conditions"]
+    moved = tmp_path / "elsewhere"
+    cache.rename(moved)
+    monkeypatch.setenv("SUBLEARN_CACHE", str(moved))
+    assert main(["run", cfg, "--out", str(out), "--set", "seeds=[6]", "--force", "evaluate"]) == 0
+    assert json.loads((out / "results.json").read_text())["conditions"] == first

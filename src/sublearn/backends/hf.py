@@ -321,6 +321,27 @@ def auto_device() -> tuple[str, str]:
     return ("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32")
 
 
+def recorded_base(meta: dict) -> str:
+    """The base model directory an adapter's meta records. A base from sublearn's cache is found again in the cache
+    of this machine (``$SUBLEARN_CACHE``) when the recorded path is gone: a moved cache or a copied run still loads."""
+    from ..errors import UserError
+
+    recorded = meta["base_path"]
+    if Path(recorded).exists():
+        return recorded
+    parts = Path(recorded).parts
+    if "artifacts" in parts:
+        i = len(parts) - 1 - parts[::-1].index("artifacts")
+        if i + 1 < len(parts) and parts[i + 1].startswith("base-"):
+            from .tiny.build import cache_root
+
+            moved = cache_root().joinpath(*parts[i:])
+            if moved.exists():
+                return str(moved)
+    raise UserError(f"the base model this adapter was trained on is gone: {recorded} (and not in this machine's "
+                    "cache either); re-run the stage that pre-trains or converts it")
+
+
 def load_pretrained(path: str | Path, name: str | None = None, device: str | None = None,
                     base_loader=None) -> HFModel:
     """Load a local HF directory (full model) or a sublearn adapter directory (base recorded in its meta; loaded
@@ -333,7 +354,7 @@ def load_pretrained(path: str | Path, name: str | None = None, device: str | Non
     if meta.get("adapter"):
         from .lora import Adapter
 
-        base = (base_loader or load_pretrained)(meta["base_path"])
+        base = (base_loader or load_pretrained)(recorded_base(meta))
         logger.debug(f"loaded adapter {path} on {meta['base_path']}")
         return base.with_adapter(Adapter.load(path), name or meta.get("name", path.name), meta)
     tok = AutoTokenizer.from_pretrained(str(path))

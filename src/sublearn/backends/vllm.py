@@ -39,7 +39,7 @@ from loguru import logger
 from ..errors import UserError
 from ..progress import bar
 from .base import LORA_RANKS, MAX_TOP_LOGPROBS, Chat, Completion, Sampling
-from .hf import META, _ids, encode_many, merge_by_text, spells
+from .hf import META, _ids, encode_many, merge_by_text, recorded_base, spells
 
 _ENGINES: dict[str, object] = {}
 _NO_LORA: set[str] = set()  # bases whose architecture vLLM cannot serve with LoRA (e.g. GPT-2)
@@ -243,5 +243,5 @@ def load_vllm(path: str | Path, **engine) -> VLLMModel:
     path = Path(path)
     meta = json.loads((path / META).read_text()) if (path / META).exists() else {}
     if meta.get("adapter"):
-        return VLLMModel(meta["base_path"], str(path), meta.get("name"), meta, **engine)
+        return VLLMModel(recorded_base(meta), str(path), meta.get("name"), meta, **engine)
     return VLLMModel(str(path), None, meta.get("name"), meta, **engine)
