@@ -315,6 +315,8 @@ def test_a_moved_cache_still_loads_a_runs_adapters(tmp_path, monkeypatch):
     first = json.loads((out / "results.json").read_text())["conditions"]
     moved = tmp_path / "elsewhere"
     cache.rename(moved)
-    monkeypatch.setenv("SUBLEARN_CACHE", str(moved))
-    assert main(["run", cfg, "--out", str(out), "--set", "seeds=[6]", "--force", "evaluate"]) == 0
+    env = dict(os.environ, SUBLEARN_CACHE=str(moved), SUBLEARN_PROGRESS="0")  # a fresh process: nothing memoized
+    cmd = [sys.executable, "-m", "sublearn", "run", cfg, "--out", str(out), "--set", "seeds=[6]", "--force", "evaluate"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     assert json.loads((out / "results.json").read_text())["conditions"] == first
