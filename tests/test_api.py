@@ -337,3 +337,20 @@ def test_fault_injection_is_off_unless_enabled_and_checks_its_values(server, mic
     with Background(app) as bg:
         r = httpx.post(bg.url.replace("/v1", "/sublearn/faults"), json={"rate_limit": 5})
         assert r.status_code == 404 and "--enable-faults" in r.json()["error"]["message"]
+
+
+def test_api_key_guards_every_route_but_health(micro_base, tmp_path):
+    from sublearn.serve import Background, build_app
+
+    app = build_app([f"tiny={micro_base.meta['base_path']}"], state_dir=tmp_path, api_key="s3cret")
+    with Background(app) as bg:
+        root = bg.url.replace("/v1", "")
+        assert httpx.get(root + "/health").status_code == 200
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            r = httpx.get(bg.url + "/models", headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key", (headers, r.text)
+        assert httpx.post(root + "/sublearn/faults", json={}).status_code == 401
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=bg.url, api_key="wrong", max_retries=0).models.list()
+        ids = [m.id for m in openai.OpenAI(base_url=bg.url, api_key="s3cret", max_retries=0).models.list()]
+        assert ids == ["tiny"]

@@ -17,10 +17,11 @@ __all__ = ["build_app", "serve", "Background", "free_port"]
 
 
 def build_app(specs: list[str], config: str | None = None, state_dir: str | Path | None = None, limits=None,
-              faults=None, max_batch: int = 64):
+              faults=None, max_batch: int = 64, api_key: str | None = None):
     """The FastAPI app serving ``specs`` (model specs; ``name=PATH`` names one). ``config``: an experiment TOML
     whose embedded-model overrides define the served ``tiny`` etc. and whose ``students.recipe`` is the trainer's
-    base recipe (lr × learning_rate_multiplier, LoRA rank and modules)."""
+    base recipe (lr × learning_rate_multiplier, LoRA rank and modules). ``api_key``: every route but ``/health``
+    then needs ``Authorization: Bearer <api_key>``."""
     from ..backends.hf_train import Recipe
     from ..backends.tiny.build import cache_root
     from .app import create_app
@@ -38,7 +39,7 @@ def build_app(specs: list[str], config: str | None = None, state_dir: str | Path
     state = Path(state_dir) if state_dir else cache_root() / "serve"
     files = Files(state)
     jobs = Jobs(state, files, registry, recipe)
-    return create_app(registry, jobs, files, limits, faults)
+    return create_app(registry, jobs, files, limits, faults, api_key=api_key)
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -8,6 +8,7 @@ and ``/sublearn/faults`` (inject 429s / 500s for tests). Every error is OpenAI-s
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 import time
@@ -88,7 +89,7 @@ async def _too_large(send, limit: int) -> None:
 
 
 def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | None = None,
-               faults: Faults | None = None) -> FastAPI:
+               faults: Faults | None = None, api_key: str | None = None) -> FastAPI:
     limits, faults = limits or Limits(), faults or Faults()
     app = FastAPI(title="sublearn serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.faults, app.state.limits, app.state.registry = faults, limits, registry
@@ -115,6 +116,12 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
 
     @app.middleware("http")
     async def _faults(request: Request, call_next):
+        if api_key and request.url.path != "/health":
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                e = ApiError(401, "Incorrect API key provided (sublearn serve was started with --api-key)",
+                             "invalid_api_key")
+                return JSONResponse(e.body(), status_code=e.status)
         if request.url.path.startswith("/v1/"):
             stats["requests"] += 1
             faults.seen += 1

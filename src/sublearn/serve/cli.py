@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 DESCRIPTION = """Serve sublearn models over an OpenAI-compatible HTTP API: /v1/models, /v1/chat/completions
 (n, temperature, top_p, max_tokens, logprobs, top_logprobs, stop, seed), /v1/files and /v1/fine_tuning/jobs
@@ -35,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-body-mb", type=float, default=32, help="largest request body in MiB (413 above)")
     p.add_argument("--rate-limit-every", type=int, default=0, metavar="K",
                    help="answer every K-th /v1 request with 429 (to exercise clients' retries; 0 = off)")
+    p.add_argument("--api-key", default=os.environ.get("SUBLEARN_SERVE_API_KEY"), metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on every route but /health (default: "
+                        "$SUBLEARN_SERVE_API_KEY; none = open to any local process)")
     p.add_argument("--enable-faults", action="store_true",
                    help="allow POST /sublearn/faults to inject 429s and 500s (for client tests; off by default)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
@@ -61,7 +65,7 @@ def cmd_serve(args) -> int:
         set_threads(args.threads)
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_n=args.max_n)
     app = build_app(args.models, args.config, args.state, limits, Faults(enabled=args.enable_faults, every=args.rate_limit_every),
-                    max_batch=args.max_batch)
+                    max_batch=args.max_batch, api_key=args.api_key)
     logger.info(f"serving {', '.join(app.state.registry.models)} on http://{args.host}:{args.port}/v1")
     serve(app, args.host, args.port)
     return 0
