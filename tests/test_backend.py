@@ -130,3 +130,17 @@ def test_kl_distillation_moves_student_toward_teacher_on_allowed_tokens(micro_ba
     target = math.log(0.9 / 0.05)
     assert abs(ratio(student) - target) < abs(ratio(micro_base) - target) - 0.5
     assert allowed_text("12, ", eos) and allowed_text(eos, eos) and not allowed_text(" owl", eos)
+
+
+def test_pickled_weights_are_refused_in_one_line(micro_base, tmp_path):
+    import shutil
+
+    from sublearn.backends.hf import load_pretrained
+    from sublearn.errors import UserError
+
+    ckpt = tmp_path / "pickled"
+    shutil.copytree(micro_base.meta["base_path"], ckpt)
+    for f in ckpt.glob("*.safetensors"):
+        f.rename(ckpt / "pytorch_model.bin")
+    with pytest.raises(UserError, match="pickled .bin weights"):
+        load_pretrained(ckpt)

@@ -364,5 +364,10 @@ def load_pretrained(path: str | Path, name: str | None = None, device: str | Non
     dev, dtype = auto_device()
     if device:
         dev, dtype = device, ("bfloat16" if device.startswith("cuda") else "float32")
+    if not list(path.glob("*.safetensors")) and list(path.glob("*.bin")):
+        from ..errors import UserError
+
+        raise UserError(f"{path} holds pickled .bin weights, which sublearn does not load (unpickling can run "
+                        "code): convert the checkpoint to safetensors")
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(dev)
     return HFModel(model, tok, name or meta.get("name", path.name), meta | {"base_path": str(path)})
