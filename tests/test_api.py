@@ -354,3 +354,22 @@ def test_api_key_guards_every_route_but_health(micro_base, tmp_path):
             openai.OpenAI(base_url=bg.url, api_key="wrong", max_retries=0).models.list()
         ids = [m.id for m in openai.OpenAI(base_url=bg.url, api_key="s3cret", max_retries=0).models.list()]
         assert ids == ["tiny"]
+
+
+def test_a_stalled_request_body_gets_408(micro_base, tmp_path):
+    import socket
+    from urllib.parse import urlparse
+
+    from sublearn.serve import Background, build_app
+    from sublearn.serve.app import Limits
+
+    app = build_app([f"tiny={micro_base.meta['base_path']}"], state_dir=tmp_path, limits=Limits(body_timeout_s=0.5))
+    with Background(app) as bg:
+        u = urlparse(bg.url)
+        with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"model\":")  # then nothing: the client stalls
+            reply = b""
+            while b"request_timeout" not in reply and (chunk := s.recv(4096)):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408") and b"request_timeout" in reply, reply

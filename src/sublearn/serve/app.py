@@ -8,6 +8,7 @@ and ``/sublearn/faults`` (inject 429s / 500s for tests). Every error is OpenAI-s
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import secrets
@@ -30,6 +31,7 @@ class Limits:
     max_n: int = 128  # choices per chat request
     max_tokens: int = 512  # generated tokens per choice
     max_messages_chars: int = 200_000  # total characters of a chat request's messages
+    body_timeout_s: float = 30.0  # longest wait for the next piece of a request body (408 after)
 
 
 @dataclass
@@ -48,10 +50,11 @@ class Faults:
 
 
 class BodyLimit:
-    """ASGI middleware: a body over the limit is answered 413 before the app sees it (chunked bodies too)."""
+    """ASGI middleware: a body over the limit is answered 413 before the app sees it (chunked bodies too), and a body
+    that stalls for ``timeout`` seconds between chunks is answered 408 (a stalled client cannot hold a request)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float = 30.0):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -61,7 +64,11 @@ class BodyLimit:
             return await _too_large(send, self.limit)
         chunks, size, more = [], 0, True
         while more:
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                return await _error(send, ApiError(408, f"the request body stalled for {self.timeout:g} s",
+                                                   "request_timeout"))
             if msg["type"] == "http.disconnect":
                 return
             chunks.append(msg.get("body", b""))
@@ -81,9 +88,12 @@ class BodyLimit:
 
 
 async def _too_large(send, limit: int) -> None:
-    body = json.dumps(ApiError(413, f"request body exceeds the server's limit of {limit} bytes",
-                               "request_too_large").body()).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await _error(send, ApiError(413, f"request body exceeds the server's limit of {limit} bytes", "request_too_large"))
+
+
+async def _error(send, e: ApiError) -> None:
+    body = json.dumps(e.body()).encode()
+    await send({"type": "http.response.start", "status": e.status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
@@ -138,7 +148,7 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
                 return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
         return await call_next(request)
 
-    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes, timeout=limits.body_timeout_s)
 
     @app.get("/health")
     async def health():
