@@ -320,3 +320,13 @@ def test_a_moved_cache_still_loads_a_runs_adapters(tmp_path, monkeypatch):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "results.json").read_text())["conditions"] == first
+
+
+def test_a_question_longer_than_the_context_is_one_line(run_dir, capsys):
+    cfg, out = run_dir
+    before = (out / "config.json").read_text()
+    assert main(["evaluate", cfg, "--out", str(out), "--set", "evaluate.question_prefix=" + "1, " * 1500]) == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]  # after the plan's progress lines
+    assert "more than the model's" in last and "evaluate.question_prefix" in last and "Traceback" not in err, err
+    assert (out / "config.json").read_text() == before  # the failed command did not replace the run's config

@@ -9,6 +9,7 @@ system prompt (system-prompt teacher) precede every question.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -50,12 +51,33 @@ def _requests(t: EvalTask):
     return qs, opts, flat, score, ([c for c in chats for _ in range(t.ecfg.samples_per_question)], sampling)
 
 
+def _check_context(t: EvalTask, chats: list) -> None:
+    """A question (with its prefix and in-context examples) that does not fit the model's context is the config's
+    error, said in one line, not a crash inside the model."""
+    from ..errors import UserError
+
+    cfg = t.model.model.config
+    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    if not limit:
+        return
+    distinct = {json.dumps(c): c for c in chats}.values()  # each question repeats once per answer scored
+    longest = max(len(t.model.prompt_ids(c)) for c in distinct)
+    need = longest + t.ecfg.max_answer_tokens + 8  # + the answer and its surface forms
+    if need > limit:
+        raise UserError(f"{t.desc}: a question takes {longest} tokens, and with its answer more than the model's "
+                        f"{limit}-token context (evaluate.question_prefix, students.in_context_k, "
+                        "evaluate.max_answer_tokens): shorten them")
+
+
 def evaluate_many(tasks: list[EvalTask]) -> list[list[dict]]:
     """Evaluate several models; transformers models that share a base run in shared batches (each task's result is
     the same as when it runs alone)."""
     from ..backends.hf import HFModel, generate_many, score_many
 
     reqs = [_requests(t) for t in tasks]
+    for t, r in zip(tasks, reqs):
+        if isinstance(t.model, HFModel):
+            _check_context(t, r[3][0])
     raw: list = [None] * len(tasks)
     answers: list = [None] * len(tasks)
     groups: dict[int, list[int]] = {}
