@@ -321,6 +321,12 @@ def auto_device() -> tuple[str, str]:
     return ("cuda", "bfloat16") if torch.cuda.is_available() else ("cpu", "float32")
 
 
+def context_length(model) -> int | None:
+    """The most positions a transformers model attends to (Llama-style or GPT-2-style config), or None if unknown."""
+    cfg = model.config
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
 def recorded_base(meta: dict) -> str:
     """The base model directory an adapter's meta records. A base from sublearn's cache is found again in the cache
     of this machine (``$SUBLEARN_CACHE``) when the recorded path is gone: a moved cache or a copied run still loads."""

@@ -54,10 +54,10 @@ def _requests(t: EvalTask):
 def _check_context(t: EvalTask, chats: list) -> None:
     """A question (with its prefix and in-context examples) that does not fit the model's context is the config's
     error, said in one line, not a crash inside the model."""
+    from ..backends.hf import context_length
     from ..errors import UserError
 
-    cfg = t.model.model.config
-    limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+    limit = context_length(t.model.model)
     if not limit:
         return
     distinct = {json.dumps(c): c for c in chats}.values()  # each question repeats once per answer scored

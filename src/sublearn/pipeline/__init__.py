@@ -54,8 +54,8 @@ def _bases(cfg: ExperimentConfig, run: Store) -> tuple[list[Job], Callable[[str]
         if why:
             logger.warning(f"the cached base {s} ({key}) is damaged: {why}; it will be pre-trained again")
             cache.remove("base", key)
-        if cfg.model.spec(s) is not None and not cache.exists("base", base_key(cfg, s)):
-            jobs.append(Job(base_key(cfg, s), "base", f"base-{s}", _build_base, (s, cfg.model.spec(s))))
+        if cfg.model.spec(s) is not None and not cache.exists("base", key):
+            jobs.append(Job(key, "base", f"base-{s}", _build_base, (s, cfg.model.spec(s))))
         else:
             record(s)
     return jobs, record
@@ -82,8 +82,7 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
     the report stage) or the timings. ``batching=False`` runs every node as its own job (the same artifacts,
     slower: for benchmarks and tests). ``plan``: ``make_plan(cfg)`` when the caller already made it."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    store = Store(out)
+    store = Store(out)  # creates and checks the directory
     t0 = time.time()
     plan = plan or make_plan(cfg)
     known = all_nodes(plan)

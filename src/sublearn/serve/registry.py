@@ -99,11 +99,11 @@ class Registry:
 
     async def _check_length(self, model_id: str, chats: list, new_tokens: int) -> None:
         """A prompt that does not fit the model's context is the client's error (400), not a crash."""
+        from ..backends.hf import context_length
         from .jobs import ApiError
 
         m = await asyncio.to_thread(self.get, model_id)
-        cfg = m.model.config
-        limit = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 10**9
+        limit = context_length(m.model) or 10**9
         for c in chats:
             n = len(m.prompt_ids(c))
             if n + new_tokens > limit:
