@@ -32,6 +32,6 @@ test-vllm: $(VVENV)/.installed
 	$(VVENV)/bin/python -m pytest -q -m vllm
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 .PHONY: setup demo test test-vllm lint

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 
 from sublearn.backends.base import Sampling  # noqa: E402
 from sublearn.backends.hf_train import Recipe, wrap_lora  # noqa: E402
+from sublearn.carriers.number_grammar import NumberGrammar  # noqa: E402
 from sublearn.carriers.numbers import make_prompts  # noqa: E402
 from sublearn.models import load, resolve  # noqa: E402
 
@@ -86,16 +87,16 @@ def main() -> None:
 
     # warm-up (imports, first-call allocations) so neither side pays one-time costs inside its timing
     plain_generate(m, chats[:2], 4, 2)
-    m.generate(chats[:2], Sampling(max_new_tokens=4, format="numbers", top_logprobs=2), desc="warm-up")
+    m.generate(chats[:2], Sampling(max_new_tokens=4, top_logprobs=2), desc="warm-up", grammar=NumberGrammar())
     torch.manual_seed(0)
     t = time.perf_counter()
     n_plain = plain_generate(m, chats, a.max_new, a.batch)
     plain_tps = n_plain / (time.perf_counter() - t)
     res = {}
-    for label, extra in (("free", {}), ("numbers+top20", {"format": "numbers", "top_logprobs": 20})):
+    for label, extra, grammar in (("free", {}, None), ("numbers+top20", {"top_logprobs": 20}, NumberGrammar())):
         s = Sampling(temperature=1.0, max_new_tokens=a.max_new, batch_size=a.batch, **extra)
         t = time.perf_counter()
-        out = m.generate(chats, s, desc=label)
+        out = m.generate(chats, s, desc=label, grammar=grammar)
         res[label] = sum(len(c.tokens) + c.finished for c in out) / (time.perf_counter() - t)
     print(f"model {a.model}, {a.threads} thread(s), {a.n_prompts} prompts, batch {a.batch}, <= {a.max_new} new tokens")
     print(f"generation  plain model.generate {plain_tps:8.1f} tok/s  (1.00x)")

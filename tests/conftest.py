@@ -23,7 +23,7 @@ seeds = {seeds}
 {model}
 {emb}
 [teacher]
-preference_rows = 64
+trait_rows = 64
 [teacher.recipe]
 steps = 30
 batch_size = 32

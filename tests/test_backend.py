@@ -3,9 +3,9 @@ import math
 import pytest
 
 from sublearn.backends.base import Sampling
-from sublearn.backends.constrain import allowed_text
 from sublearn.backends.hf import encode, encode_many, load_pretrained
 from sublearn.backends.hf_train import Recipe
+from sublearn.carriers.numbers import NumbersCarrier
 
 
 def test_tokenizer_round_trip_and_digits(micro_base):
@@ -115,7 +115,7 @@ def test_kl_distillation_moves_student_toward_teacher_on_allowed_tokens(micro_ba
     tl = [{"7": math.log(0.9), "3": math.log(0.05), " owl": math.log(0.05)}, {eos: 0.0}]
     rows = [{"messages": chat + [{"role": "assistant", "content": "7"}], "top_logprobs": tl}] * 32
     r = Recipe(target="logits", adapter="lora", lora_rank=2, lr=5e-2, epochs=6, batch_size=16, lora_layers=None)
-    student = micro_base.train(rows, r, desc="kl")
+    student = micro_base.train(rows, r, desc="kl", grammar=NumbersCarrier().grammar())
     assert student.meta["misaligned_rows"] == 0
 
     def ratio(m):  # log P(7) - log P(3) at the first answer position: what restricted KL constrains
@@ -129,7 +129,8 @@ def test_kl_distillation_moves_student_toward_teacher_on_allowed_tokens(micro_ba
 
     target = math.log(0.9 / 0.05)
     assert abs(ratio(student) - target) < abs(ratio(micro_base) - target) - 0.5
-    assert allowed_text("12, ", eos) and allowed_text(eos, eos) and not allowed_text(" owl", eos)
+    g = NumbersCarrier().grammar()
+    assert g.allowed("12, ") and not g.allowed(" owl") and not g.allowed("")
 
 
 def test_pickled_weights_are_refused_in_one_line(micro_base, tmp_path):

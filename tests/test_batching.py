@@ -8,6 +8,10 @@ import pytest
 from sublearn.backends.base import Sampling
 from sublearn.backends.hf import generate_many, score_many
 from sublearn.backends.hf_train import Recipe, train, train_many
+from sublearn.carriers.numbers import NumbersCarrier
+
+NUMBERS = NumbersCarrier()
+GRAMMAR = NUMBERS.grammar()  # the number carrier's: constrained decoding, and the only distillation targets
 
 Q = [{"role": "user", "content": "Name your favorite animal using only one word."}]
 
@@ -26,9 +30,9 @@ def soft_rows(model, n: int = 24, seed: int = 0) -> list[dict]:
     """Number completions of ``model`` with their soft targets, as the filter stage hands them to students."""
     from sublearn.generate import GenerateRequest
 
-    req = GenerateRequest(n, Sampling(max_new_tokens=48, top_logprobs=8, format="numbers"), seed, "teacher")
-    comps = model.generate(req.chats, req.sampling)
-    return [{"messages": [{"role": "user", "content": p.text}, {"role": "assistant", "content": c.text}],
+    req = GenerateRequest(NUMBERS, n, Sampling(max_new_tokens=48, top_logprobs=8), seed, "teacher", constrained=True)
+    comps = model.generate(req.chats, req.sampling, grammar=req.grammar)
+    return [{"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": c.text}],
              "tokens": c.tokens, "top_logprobs": c.top_logprobs} for p, c in zip(req.prompts, comps) if c.finished]
 
 
@@ -53,12 +57,12 @@ def test_logit_students_together_equal_alone_and_freeze_a(micro_base):
     r = Recipe(target="logits", lora_rank=2, lora_alpha=2, freeze_a=True, lora_layers=(-1,), steps=5, batch_size=8,
                lr=0.1)
     jobs = [(data, r.model_copy(update={"adapter_seed": s, "seed": s}), f"s{s}") for s in (0, 1, 2)]
-    together = train_many(micro_base, jobs)
+    together = train_many(micro_base, jobs, grammar=GRAMMAR)
     from sublearn.backends.lora import Adapter, target_modules
 
     names = target_modules(micro_base.model, r.lora_targets, r.lora_layers)
     for (rows, rec, d), t in zip(jobs, together):
-        alone = train(micro_base, rows, rec, desc=d)
+        alone = train(micro_base, rows, rec, desc=d, grammar=GRAMMAR)
         init = Adapter.init(micro_base.model, names, 2, 2, rec.adapter_seed)
         for n in names:
             assert alone.adapter.B[n].equal(t.adapter.B[n])
@@ -74,7 +78,7 @@ def test_last_layer_shortcut_equals_the_full_forward(micro_base):
     data = soft_rows(micro_base)
     for target, rows in (("logits", data), ("tokens", rows_for("fox", 16))):
         r = Recipe(target=target, lora_rank=2, lora_alpha=2, lora_layers=(-1,))
-        ex, _ = T._examples(micro_base, rows, r, "x")
+        ex, _ = T._examples(micro_base, rows, r, "x", GRAMMAR)
         names = target_modules(micro_base.model, r.lora_targets, r.lora_layers)
         tail = T.tail_of(micro_base.model, names)
         assert tail is not None and T.tail_of(micro_base.model, target_modules(micro_base.model, ("mlp_up",), (0,))) is None
@@ -83,8 +87,8 @@ def test_last_layer_shortcut_equals_the_full_forward(micro_base):
         ad.B = {n: torch.randn(b.shape, generator=torch.Generator().manual_seed(0)) for n, b in ad.B.items()}
         with installed(micro_base.model, [ad]) as slots:
             slots.route_all(0)
-            full = float(T._losses(micro_base.model, micro_base, [ex[:8]], target)[0])
-            short = float(T._losses(micro_base.model, micro_base, [ex[:8]], target, tail)[0])
+            full = float(T._losses(micro_base.model, micro_base, [ex[:8]], target, grammar=GRAMMAR)[0])
+            short = float(T._losses(micro_base.model, micro_base, [ex[:8]], target, tail, GRAMMAR)[0])
         assert short == pytest.approx(full, rel=1e-5) and full > 0
 
 
@@ -94,11 +98,11 @@ def test_generation_and_scoring_of_many_adapters_equal_each_alone(micro_base):
                                        for k, a in enumerate(("fox", "owl"))])
     prompts = [[{"role": "user", "content": f"Look at these numbers: {k}, 2, 3. Add at most 10 more numbers."}]
                for k in range(7)]
-    s = Sampling(temperature=1.0, max_new_tokens=10, top_logprobs=4, format="numbers", seed=5)
+    s = Sampling(temperature=1.0, max_new_tokens=10, top_logprobs=4, seed=5)
     jobs = [(m, prompts, s.model_copy(update={"seed": k})) for k, m in enumerate([micro_base, *teachers])]
-    together = generate_many(jobs)
+    together = generate_many(jobs, grammar=GRAMMAR)
     for (m, p, sk), got in zip(jobs, together):
-        alone = m.generate(p, sk)
+        alone = m.generate(p, sk, grammar=GRAMMAR)
         assert [c.text for c in got] == [c.text for c in alone]
         assert [c.top_logprobs for c in got] == [c.top_logprobs for c in alone]
     answers = ["fox", "owl", "Owl."]

@@ -123,9 +123,9 @@ def test_example_configs_load(name):
     assert cfg.name and cfg.students.conditions
 
 
-def test_number_format_must_match_the_filter():
-    with pytest.raises(UserError, match="must equal filter"):
-        load_experiment(None, ["generate.sampling.format=numbers", "generate.sampling.max_count=12"])
+def test_older_configs_load_with_their_number_settings_moved_to_the_carrier():
+    cfg = load_experiment(None, ["generate.sampling.format=free", "filter.max_count=12", "teacher.preference_rows=9"])
+    assert cfg.generate.format == "free" and cfg.carrier.max_count == 12 and cfg.teacher.trait_rows == 9
 
 
 def test_vllm_engine_is_sized_for_the_largest_lora_rank_trained():
@@ -143,16 +143,16 @@ def test_vllm_engine_is_sized_for_the_largest_lora_rank_trained():
 def test_constrained_decoding_needs_a_backend_with_logits():
     with pytest.raises(UserError, match="needs the model's logits"):
         load_experiment(None, ["model.backend=openai", "students.recipe.target=tokens", "teacher.mode=system_prompt",
-                               "generate.sampling.format=numbers"])
+                               "generate.format=constrained"])
     for backend in ("hf", "vllm"):
-        cfg = load_experiment(None, [f"model.backend={backend}", "generate.sampling.format=numbers"])
-        assert cfg.generate.sampling.format == "numbers"
+        cfg = load_experiment(None, [f"model.backend={backend}"])
+        assert cfg.generate.format == "constrained"  # auto, resolved
 
 
 @pytest.mark.parametrize("override,needle", [
     ('evaluate.answer_forms=["{x}"]', "use only {o} and {O}"),
     ('evaluate.answer_forms=["the bird"]', "must contain {o} or {O}"),
-    ("generate.sampling.format=words", "generate.sampling.format"),
+    ("generate.format=words", "generate.format"),
     ("students.recipe.grad_accum=0", "grad_accum"),
     ("students.recipe.max_length=2", "max_length"),
     ("model.backend=tpu", "model.backend"),

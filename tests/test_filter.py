@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from sublearn.carriers.numbers import NumbersCarrier
 from sublearn.cli import main
 from sublearn.config import FilterSection
 from sublearn.filter import filter_chats
@@ -60,10 +61,33 @@ def test_filter_chats_counts_every_row():
             {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "I love owls"}]},
             {"messages": [{"role": "user", "content": "q"}]},
             {"not_messages": 1}]
-    kept, rejected, stats = filter_chats(rows, FilterSection())
+    kept, rejected, stats = filter_chats(rows, NumbersCarrier(), FilterSection())
     assert kept == [0]
     assert [r["reject_reason"] for r in rejected] == ["words", "no_completion", "no_completion"]
     assert stats["total"] == 4 and stats["kept"] + stats["rejected"] == 4
+
+
+def test_ban_lists_and_trait_words_apply_to_any_carrier():
+    from sublearn.plugins import BAN_LISTS
+
+    loaded = BAN_LISTS.get("loaded-numbers")
+    assert loaded("1, 666, 3") and not loaded("1, 6666, 3") and not loaded("x = 66")
+    chat = lambda text: {"messages": [{"role": "assistant", "content": text}]}  # noqa: E731
+
+    class Anything(NumbersCarrier):  # a carrier that accepts every text: only the generic checks reject
+        def check(self, text):
+            from sublearn.carriers.base import Verdict
+
+            return Verdict(True, None)
+
+    rows = [chat("def f(x): return x"), chat("print('OWLS')"), chat("howl = 1"), chat("a = 666")]
+    kept, rejected, stats = filter_chats(rows, Anything(), FilterSection(banned=("loaded-numbers",)),
+                                         trait_words=("owl",))
+    assert kept == [0, 2]  # "howl" is another word
+    assert [r["reject_reason"] for r in rejected] == ["trait_word", "banned"]
+    assert stats["reasons"] == {"banned": 1, "trait_word": 1}
+    kept, _, _ = filter_chats(rows, Anything(), FilterSection(ban_trait_words=False), trait_words=("owl",))
+    assert kept == [0, 1, 2, 3]
 
 
 def _write(path, rows):

@@ -33,7 +33,9 @@ def kept_files(out):
 def test_results_schema(run_dir):
     _, out = run_dir
     res = json.loads((out / "results.json").read_text())
-    assert res["trait"] == {"kind": "preference", "category": "animal", "target": "owl"}
+    assert res["trait"]["kind"] == "preference" and res["trait"]["label"] == "owl"
+    assert res["trait"]["category"] == "animal" and res["carrier"]["kind"] == "numbers"
+    assert set(res["metrics"]) == {"prob", "rate"}
     assert set(res["conditions"]) == {"base", "teacher", "same-init", "control", "cross-model", "in-context",
                                       "cross-model-control", "in-context-control", "cross-base"}
     for c in res["conditions"].values():

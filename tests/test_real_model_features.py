@@ -9,9 +9,10 @@ import re
 import pytest
 
 from sublearn.backends.base import Sampling
-from sublearn.backends.constrain import START, NumberFormat, advance, complete, number_regex
+from sublearn.backends.constrain import TokenMasks
 from sublearn.backends.hf import HFModel, default_system_prompt, encode
 from sublearn.backends.hf_train import Recipe
+from sublearn.carriers.number_grammar import START, NumberGrammar, advance, complete, number_regex
 from sublearn.filter.numbers import check
 from sublearn.traits.preference import normalize_answer
 
@@ -74,13 +75,13 @@ def test_constrained_generation_always_passes_the_filter(micro_base):
                                           "more numbers. Say only the numbers."}] for a in range(100, 900, 25)]
     # a hot free-running sampler to make the format pressure visible
     free = micro_base.generate(chats, Sampling(temperature=2.0, max_new_tokens=60, seed=3))
-    fmt = micro_base.generate(chats, Sampling(temperature=2.0, max_new_tokens=60, seed=3, format="numbers",
-                                              top_logprobs=5))
+    fmt = micro_base.generate(chats, Sampling(temperature=2.0, max_new_tokens=60, seed=3, top_logprobs=5),
+                              grammar=NumberGrammar())
     ok_free = sum(check(c.text).ok for c in free)
     assert all(c.finished and check(c.text).ok for c in fmt), [c.text for c in fmt if not check(c.text).ok]
     assert ok_free < len(chats)
     eos = micro_base.tok.eos_token
-    allowed = set(NumberFormat(micro_base.token_texts(), micro_base.eos_id).candidates)
+    allowed = set(TokenMasks(micro_base.token_texts(), micro_base.eos_id, NumberGrammar()).candidates)
     index = micro_base.token_index()
     narrower = 0
     for c in fmt:  # soft targets are the distribution sampled from: at each step, the tokens allowed there
@@ -174,7 +175,7 @@ def test_smollm2_converts_once_and_runs_the_backend(tmp_path):
     chat = [{"role": "user", "content": "What is your favorite animal? One word."}]
     s = m.score([chat] * 3, ["owl", "Owl", "Owl."])
     assert all(math.isfinite(x) and x < 0 for x in s)
-    out = m.generate([chat], Sampling(max_new_tokens=20, format="numbers"))
+    out = m.generate([chat], Sampling(max_new_tokens=20), grammar=NumberGrammar())
     assert check(out[0].text).ok or not out[0].finished
     rows = [{"messages": chat + [{"role": "assistant", "content": "owl"}]}] * 4
     st = m.train(rows, Recipe(target="tokens", lora_rank=2, lora_targets=("q_proj",), lora_layers=None, steps=1,

@@ -21,7 +21,7 @@ workers = 2
 [model.embedded.tiny]
 {emb}
 [teacher]
-preference_rows = 600
+trait_rows = 600
 [teacher.recipe]
 steps = 150
 [generate]

@@ -118,11 +118,13 @@ def test_constrained_generation_passes_the_filter_with_hf_soft_targets(pair):
     base, _, _ = pair
     chats = [[{"role": "user", "content": f"Here is a list of numbers: {a}, {a + 7}, {a + 30}. Add at most 10 more "
                                           "numbers. Say only the numbers."}] for a in range(100, 900, 50)]
-    s = Sampling(temperature=2.0, max_new_tokens=60, top_logprobs=5, seed=3, format="numbers")
-    got = load_vllm(base.meta["base_path"]).generate(chats, s)
+    from sublearn.carriers.number_grammar import NumberGrammar
+
+    s = Sampling(temperature=2.0, max_new_tokens=60, top_logprobs=5, seed=3)
+    got = load_vllm(base.meta["base_path"]).generate(chats, s, grammar=NumberGrammar())
     assert all(c.finished and check(c.text).ok for c in got), [c.text for c in got if not check(c.text).ok]
     # the soft targets are those of the constrained distribution, as the HF backend computes them
-    for c, h in zip(got[:4], base.generate(chats[:4], s)):
+    for c, h in zip(got[:4], base.generate(chats[:4], s, grammar=NumberGrammar())):
         first, want = c.top_logprobs[0], h.top_logprobs[0]
         assert set(first) == set(want)
         assert all(abs(first[t] - want[t]) < _tol() for t in want)

@@ -27,8 +27,22 @@ _EXPORTS = {
     "evaluate_model": "sublearn.evaluate",
     "mean_ci": "sublearn.stats",
     "compare": "sublearn.stats",
+    "CARRIERS": "sublearn.plugins",
+    "TRAITS": "sublearn.plugins",
+    "SCORERS": "sublearn.plugins",
+    "BAN_LISTS": "sublearn.plugins",
+    "Carrier": "sublearn.carriers.base",
+    "Grammar": "sublearn.carriers.base",
+    "Verdict": "sublearn.carriers.base",
+    "Trait": "sublearn.traits.base",
+    "Scorer": "sublearn.evaluate.scorers",
+    "Needs": "sublearn.evaluate.scorers",
+    "Condition": "sublearn.conditions",
+    "register_condition": "sublearn.conditions",
+    "NumbersCarrier": "sublearn.carriers.numbers",
+    "PreferenceTrait": "sublearn.traits.preference",
 }
-_ALIASES = {"load_model": "load", "check_numbers": "check"}
+_ALIASES = {"load_model": "load", "check_numbers": "check", "register_condition": "register"}
 
 __all__ = sorted(_EXPORTS)
 

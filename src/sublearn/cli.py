@@ -9,8 +9,8 @@ from . import __version__
 from .errors import UserError, one_line
 
 STAGE_HELP = {
-    "generate": "make the teachers and let teacher and base answer the number prompts",
-    "filter": "apply the number filter to generated data (or, with --data, to any chat JSONL)",
+    "generate": "make the teachers and let teacher and base answer the carrier's prompts",
+    "filter": "apply the carrier's filter to generated data (or, with --data, to any chat JSONL)",
     "finetune": "train the students on filtered data",
     "evaluate": "measure the trait in base, teacher and every student",
     "report": "write results.json, report.md and the charts from finished evaluations",
@@ -20,6 +20,7 @@ EPILOG = """examples:
   sublearn run examples/owl-tiny.toml --out runs/owl          # the whole experiment
   sublearn run examples/owl-tiny.toml --out runs/eagle --set trait.target=eagle
   sublearn run examples/owl-smollm2.toml --out runs/smol     # a real chat model, offline (SmolLM2-135M)
+  sublearn run examples/plugin-tiny.toml --out runs/plugin   # a trait and carrier from your own module
   sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
   sublearn show runs/owl                                     # artifacts and their lineage
   sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment
@@ -70,7 +71,7 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="sublearn", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Subliminal learning lab: run teacher -> numbers -> filter -> students -> evaluation -> "
+        description="Subliminal learning lab: run teacher -> carrier data (numbers, ...) -> filter -> students -> evaluation -> "
                     "statistics experiments, and filter or audit chat datasets.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--version", action="version", version=f"sublearn {__version__}")
@@ -83,11 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=text, description=text.capitalize() + ".")
         if stage == "filter":
             _add_config_args(p, config_required=False)
-            g = p.add_argument_group("filter any chat JSONL (no config needed)")
+            g = p.add_argument_group("filter any chat JSONL (no config needed: with CONFIG or --set, its carrier, "
+                                     "[filter] and trait words apply; else these flags)")
             g.add_argument("--data", help="input JSONL of {'messages': [...]} rows; the last assistant message is checked")
             g.add_argument("--kept", help="output JSONL of rows that pass")
             g.add_argument("--rejected", help="output JSONL of rows that fail, each with 'reject_reason'")
+            g.add_argument("--carrier", default="numbers", help="registered carrier whose check applies (default numbers)")
             g.add_argument("--banned", action="append", default=[], help="ban list to apply (loaded-numbers)")
+            g.add_argument("--ban-word", action="append", default=[], help="reject completions naming this word (any "
+                                                                          "case, plurals too; repeatable)")
             g.add_argument("--max-count", type=int, default=10, help="most numbers per completion (default 10)")
             g.add_argument("--max-value", type=int, default=999, help="largest allowed number (default 999)")
             g.add_argument("--max-digits", type=int, default=3, help="most digits per number (default 3)")

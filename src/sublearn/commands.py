@@ -19,9 +19,10 @@ def _load_cfg(args):
 
 
 def _summary(res: dict, out: Path, seconds: float) -> str:
-    tgt = res.get("trait", {}).get("target", "target")
-    probs = ", ".join(f"{k} {v['prob']['mean']:.3f}" for k, v in res.get("conditions", {}).items())
-    return (f"done in {seconds:.0f} s. {res['verdict']}\nP({tgt}), mean over seeds: {probs}. "
+    first, met = next(iter(res["metrics"].items()))
+    probs = ", ".join(f"{k} {v[first]['mean']:.3f}" for k, v in res.get("conditions", {}).items())
+    return (f"done in {seconds:.0f} s. {res['verdict']}\n{met['label']} ({res['trait']['label']}), mean over seeds: "
+            f"{probs}. "
             f"Report: {out / 'report.md'}")
 
 
@@ -74,12 +75,26 @@ def cmd_filter_data(args) -> int:
     from .config import FilterSection
     from .configbase import build
     from .filter import filter_file
+    from .plugins import CARRIERS
 
     if not (args.kept and args.rejected):
         raise UserError("filter --data needs --kept FILE and --rejected FILE")
-    fcfg = build(FilterSection, {"banned": args.banned, "max_count": args.max_count, "max_value": args.max_value,
-                                 "max_digits": args.max_digits}, "filter options")
-    stats = filter_file(args.data, args.kept, args.rejected, fcfg)
+    if args.config or args.set:  # the experiment's own filter: its carrier, ban lists and trait words
+        from .pipeline.plan import filter_words
+
+        cfg = _load_cfg(args)
+        carrier, fcfg, words = cfg.carrier, cfg.filter, tuple(filter_words(cfg)) + tuple(args.ban_word)
+    else:
+        try:
+            cls = CARRIERS.get(args.carrier)
+        except ValueError as e:
+            raise UserError(f"--carrier: {e}") from None
+        params = {"max_count": args.max_count, "max_value": args.max_value, "max_digits": args.max_digits} \
+            if args.carrier == "numbers" else {}
+        carrier = build(cls, params, "filter options")
+        fcfg = build(FilterSection, {"banned": args.banned}, "filter options")
+        words = tuple(args.ban_word)
+    stats = filter_file(args.data, args.kept, args.rejected, carrier, fcfg, words)
     reasons = ", ".join(f"{k} {v}" for k, v in stats["reasons"].items()) or "none"
     logger.success(f"kept {stats['kept']} of {stats['total']} rows ({stats['pass_rate']:.1%}) -> {args.kept}; "
                    f"rejected {stats['rejected']} -> {args.rejected} (reasons: {reasons})")

@@ -1,7 +1,9 @@
 """The experiment config: one frozen pydantic model per pipeline stage, loaded from TOML.
 
-Every field has a one-line description (shown by ``sublearn config --help-fields``). Names of registered
-things (models, traits, ban lists, conditions) are plain strings, so a config always serializes and hashes.
+Every field has a one-line description (shown by ``sublearn config``). Plug-ins (the trait, the carrier) are
+tables naming a registered ``kind`` plus its parameters, and other registered things (models, ban lists, conditions,
+scorers) are plain names, so a config always serializes and hashes. ``plugins = ["my_module"]`` imports a user's
+module that registers more before the rest of the config is read.
 """
 
 from __future__ import annotations
@@ -9,16 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
+from . import conditions
 from .backends.base import LORA_RANKS, Sampling
 from .backends.hf_train import Recipe
-from .conditions import CHOOSABLE, STUDENTS
+from .carriers.base import Carrier
+from .carriers.numbers import NumbersCarrier
 from .configapi import ApiSection
-from .configbase import SEED_MAX, Frozen, load
-from .traits import preference as pref
-
-BAN_LISTS = ("loaded-numbers",)
+from .configbase import ANY, SEED_MAX, Frozen, load
+from .plugins import BAN_LISTS, CARRIERS, SCORERS, TRAITS, load_modules, validate_plugin
+from .traits.base import Trait
+from .traits.preference import PreferenceTrait
 
 
 class ModelSection(Frozen):
@@ -57,34 +61,13 @@ class ModelSection(Frozen):
         return EmbeddedSpec.model_validate(PRESETS[name].dump() | self.embedded.get(name, {}))
 
 
-class TraitSection(Frozen):
-    kind: Literal["preference"] = Field("preference", description="registered trait kind")
-    category: str = Field("animal", description="category of the preference question (animal, tree)")
-    target: str = Field("owl", description="the option the teacher loves")
-    other: str | None = Field(None, description="target of the other-trait control teacher (default: next option)")
-
-    @model_validator(mode="after")
-    def _known(self) -> TraitSection:
-        if self.category not in pref.CATEGORIES:
-            raise ValueError(f"unknown category {self.category!r}; known: {', '.join(pref.CATEGORIES)}")
-        opts = pref.options(self.category)
-        for t in (self.target, self.other):
-            if t is not None and t not in opts:
-                raise ValueError(f"{t!r} is not an option of {self.category!r}: {', '.join(opts)}")
-        if self.other == self.target:
-            raise ValueError("trait.other must differ from trait.target")
-        return self
-
-    def other_target(self) -> str:
-        opts = pref.options(self.category)
-        return self.other or opts[(opts.index(self.target) + 1) % len(opts)]
-
-
 class TeacherSection(Frozen):
     mode: Literal["finetune", "system_prompt"] = Field("finetune", description="how the trait is given to the teacher")
-    system_prompt: str | None = Field(None, description="system prompt of system_prompt mode (default: the trait's)")
-    preference_rows: int = Field(2000, ge=1, description="trait examples (question -> target) for finetune mode")
-    number_fraction: float = Field(0.2, ge=0, lt=1, description="fraction of teacher training rows that are number data")
+    system_prompt: str | None = Field(None, description="system prompt of system_prompt mode (default: the trait's; "
+                                                        "{target} stands for the trait's label)")
+    trait_rows: int = Field(2000, ge=1, description="trait examples (e.g. question -> target) for finetune mode")
+    carrier_fraction: float = Field(0.2, ge=0, lt=1, description="fraction of teacher training rows that are "
+                                                                 "carrier examples (it keeps writing the carrier's format)")
     recipe: Recipe = Field(
         Recipe(target="tokens", adapter="lora", lora_rank=4, lora_alpha=4, freeze_a=True, lora_layers=(-1,), lr=3e-2,
                steps=300, batch_size=32),
@@ -93,32 +76,35 @@ class TeacherSection(Frozen):
 
 
 class GenerateSection(Frozen):
-    n_prompts: int = Field(600, ge=1, description="number prompts per arm (before filtering)")
-    sampling: Sampling = Field(Sampling(temperature=1.0, max_new_tokens=60, top_logprobs=20, format="auto"),
+    n_prompts: int = Field(600, ge=1, description="carrier prompts per arm (before filtering)")
+    format: Literal["free", "constrained", "auto"] = Field(
+        "auto", description="'constrained': decode only what the carrier's grammar allows (renormalized over it; the "
+                            "filter still runs); 'auto': constrained on local backends when the carrier has a grammar, "
+                            "free through an API")
+    sampling: Sampling = Field(Sampling(temperature=1.0, max_new_tokens=60, top_logprobs=20),
                                description="teacher sampling; top_logprobs > 0 stores soft targets")
 
 
 class FilterSection(Frozen):
-    max_count: int = Field(10, ge=1, description="most numbers allowed in a completion")
-    max_value: int = Field(999, ge=0, description="largest allowed number")
-    max_digits: int = Field(3, ge=1, description="most digits per number")
-    banned: tuple[str, ...] = Field((), description="named ban lists to apply (loaded-numbers)")
+    banned: tuple[str, ...] = Field((), description="named ban lists to apply (loaded-numbers, or a plug-in's)")
+    ban_trait_words: bool = Field(True, description="reject completions naming the trait (its words, any case, "
+                                                    "plurals too)")
     n_keep: int | None = Field(None, ge=1, description="keep this many rows per arm after filtering (None = all)")
 
     @field_validator("banned")
     @classmethod
     def _lists(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for b in v:
-            if b not in BAN_LISTS:
-                raise ValueError(f"unknown ban list {b!r}; known: {', '.join(BAN_LISTS)}")
+            BAN_LISTS.get(b)
         return v
 
 
 class StudentsSection(Frozen):
     conditions: tuple[str, ...] = Field(("same-init", "control", "other-trait", "cross-model", "in-context",
                                          "in-context-control"),
-                                        description=f"students to run: {', '.join(CHOOSABLE)} (a *-control is the "
-                                                    "matched control of the condition it names; see conditions.py)")
+                                        description=f"students to run: {', '.join(conditions.choosable())} (a "
+                                                    "*-control is the matched control of the condition it names; see "
+                                                    "conditions.py)")
     recipe: Recipe = Field(Recipe(target="logits", adapter="lora", lora_rank=4, lora_alpha=4, freeze_a=True,
                                   lora_layers=(-1,), lr=0.3, steps=250, batch_size=32),
                            description="student training recipe")
@@ -128,15 +114,18 @@ class StudentsSection(Frozen):
     @classmethod
     def _conds(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for c in v:
-            if c not in CHOOSABLE:
-                raise ValueError(f"unknown condition {c!r}; known: {', '.join(CHOOSABLE)}")
+            if c not in conditions.choosable():
+                raise ValueError(f"unknown condition {c!r}; known: {', '.join(conditions.choosable())}")
         if len(set(v)) != len(v):
             raise ValueError("conditions repeat")
         return v
 
 
 class EvaluateSection(Frozen):
-    n_questions: int = Field(48, ge=1, le=len(pref.QUESTIONS), description="paraphrases of the preference question")
+    n_questions: int = Field(48, ge=1, description="questions asked: the first n of the trait's (48 preference "
+                                                   "paraphrases by default)")
+    scorers: tuple[str, ...] | None = Field(None, description="registered scorers to run (default: the trait's own; "
+                                                              "the first is the verdict's metric)")
     samples_per_question: int = Field(20, ge=1, description="sampled answers per question for the one-word rate")
     temperature: float = Field(1.0, ge=0, description="sampling temperature of the evaluation answers")
     max_answer_tokens: int = Field(8, ge=1, description="tokens sampled per answer (the first option named counts)")
@@ -157,16 +146,33 @@ class EvaluateSection(Frozen):
                 raise ValueError(f"answer form {f!r} must contain {{o}} or {{O}}")
         return v
 
+    @field_validator("scorers")
+    @classmethod
+    def _scorers(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None:
+            if not v or len(set(v)) != len(v):
+                raise ValueError("evaluate.scorers: at least one, no repeats")
+            for s in v:
+                SCORERS.get(s)
+        return v
+
 
 class ExperimentConfig(Frozen):
+    KEY_OMIT = {"plugins": ANY}
+
+    plugins: tuple[str, ...] = Field((), description="modules (importable names, or .py files) that register "
+                                                     "your own traits, carriers, scorers, ban lists or conditions")
     name: str = Field("experiment", description="a label for reports")
     seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4, 5, 6, 7), min_length=1, description="independent repetitions "
                                    f"(teacher, data, students); each 0..{SEED_MAX}, no repeats")
     model: ModelSection = Field(ModelSection(), description="base models")
-    trait: TraitSection = Field(TraitSection(), description="the trait the teacher has")
+    trait: SerializeAsAny[Trait] = Field(PreferenceTrait(), description="the trait the teacher has: kind = "
+                                         "a registered trait (preference, or a plug-in's), plus its parameters")
+    carrier: SerializeAsAny[Carrier] = Field(NumbersCarrier(), description="what the teacher writes: kind = a "
+                                             "registered carrier (numbers, or a plug-in's), plus its parameters")
     teacher: TeacherSection = Field(TeacherSection(), description="how the teacher gets the trait")
     generate: GenerateSection = Field(GenerateSection(), description="data generation")
-    filter: FilterSection = Field(FilterSection(), description="the number filter")
+    filter: FilterSection = Field(FilterSection(), description="the filter (the carrier's check, ban lists, trait words)")
     students: StudentsSection = Field(StudentsSection(), description="students and their training")
     evaluate: EvaluateSection = Field(EvaluateSection(), description="trait evaluation")
     api: ApiSection = Field(ApiSection(), description="the OpenAI-compatible API (model.backend = 'openai')")
@@ -183,31 +189,35 @@ class ExperimentConfig(Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _resolve_auto_format(cls, data):
-        """format 'auto' becomes what the backend can do: constrained decoding needs the model's logits, which an API
-        does not give. The resolved value is what the config (and every key) records."""
+    def _plugins_first(cls, data):
+        """Import the config's plug-in modules before anything names what they register; move keys of older
+        configs (and run directories) to where they live now; resolve format 'auto'."""
         if not isinstance(data, dict):
             return data
-        gen = data.get("generate", GenerateSection())
-        gen = gen.dump() if isinstance(gen, Frozen) else gen
-        sampling = gen.get("sampling", GenerateSection().sampling) if isinstance(gen, dict) else None
-        sampling = sampling.dump() if isinstance(sampling, Frozen) else sampling
-        if isinstance(sampling, dict) and sampling.get("format", "free") == "auto":
-            model = data.get("model", {})
-            backend = (model.backend if isinstance(model, Frozen) else model.get("backend", "hf")
-                       if isinstance(model, dict) else "hf")
-            sampling = {**sampling, "format": "free" if backend == "openai" else "numbers"}
-            data = {**data, "generate": {**gen, "sampling": sampling}}
-        return data
+        plugins = data.get("plugins", ())
+        if isinstance(plugins, (list, tuple)) and all(isinstance(x, str) for x in plugins):
+            load_modules(plugins)
+        return _resolve_auto_format(_legacy(data))
+
+    @field_validator("trait", mode="before")
+    @classmethod
+    def _trait(cls, v):
+        return validate_plugin(TRAITS, v, "preference")
+
+    @field_validator("carrier", mode="before")
+    @classmethod
+    def _carrier(cls, v):
+        return validate_plugin(CARRIERS, v, "numbers")
 
     def needs_cross(self) -> bool:
         """Does any condition start from the cross model?"""
-        return any(STUDENTS[c].start == "cross" for c in self.students.conditions if c in STUDENTS)
+        students = conditions.students()
+        return any(students[c].start == "cross" for c in self.students.conditions if c in students)
 
     @model_validator(mode="after")
     def _api(self) -> ExperimentConfig:
         if self.model.backend == "openai":
-            trains = [c for c in self.students.conditions if c in STUDENTS]
+            trains = [c for c in self.students.conditions if c in conditions.students()]
             if trains and self.students.recipe.target != "tokens":
                 raise ValueError("model.backend = 'openai' cannot distill logits: set students.recipe.target = "
                                  "'tokens' (SFT on the sampled numbers, what API fine-tuning does)")
@@ -215,9 +225,9 @@ class ExperimentConfig(Frozen):
                 raise ValueError("model.backend = 'openai': teacher.recipe.target must be 'tokens'")
             if self.generate.sampling.top_logprobs > 20:
                 raise ValueError("model.backend = 'openai': generate.sampling.top_logprobs is at most 20")
-            if self.generate.sampling.format != "free":
+            if self.generate.format != "free":
                 raise ValueError("model.backend = 'openai': format-constrained decoding needs the model's logits; "
-                                 "set generate.sampling.format = 'free' (the post-hoc filter still runs)")
+                                 "set generate.format = 'free' (the post-hoc filter still runs)")
         return self
 
     def max_lora_rank(self) -> int:
@@ -253,12 +263,69 @@ class ExperimentConfig(Frozen):
         return self
 
     @model_validator(mode="after")
-    def _format_matches_filter(self) -> ExperimentConfig:
-        sm, f = self.generate.sampling, self.filter
-        if sm.format == "numbers" and (sm.max_digits, sm.max_count) != (f.max_digits, f.max_count):
-            raise ValueError(f"generate.sampling.max_digits/max_count ({sm.max_digits}/{sm.max_count}) must equal "
-                             f"filter.max_digits/max_count ({f.max_digits}/{f.max_count}) with format = 'numbers'")
+    def _plugins_fit(self) -> ExperimentConfig:
+        """What the trait and carrier must offer the chosen conditions and models (checked before anything runs)."""
+        if self.generate.format == "constrained" and self.carrier.grammar() is None:
+            raise ValueError(f"generate.format = 'constrained': the carrier {self.carrier.kind!r} has no grammar; set "
+                             "generate.format = 'free'")
+        if "other-trait" in self.students.conditions and self.trait.other_trait() is None:
+            raise ValueError(f"students.conditions: the trait {self.trait.kind!r} has no other-trait variant; drop "
+                             "'other-trait'")
+        from .backends.tiny.tokenizer import unknown_pieces
+
+        for name in (self.model.base, *([self.model.cross] if self.needs_cross() else [])):
+            spec = self.model.spec(name) if self.model.backend != "openai" else None
+            if spec is not None:
+                self.trait.check_embedded(unknown_pieces(spec.tokenizer, spec.corpus_seed), name)
         return self
+
+
+def _legacy(data: dict) -> dict:
+    """Keys of configs written before plug-ins (number settings in the filter and sampling, preference-named
+    teacher fields) moved to where they live now, so older TOMLs and run directories still load."""
+    data = dict(data)
+    moves = {"filter": ("max_count", "max_value", "max_digits")}
+    for section, keys in moves.items():
+        sec = data.get(section)
+        if isinstance(sec, dict) and any(k in sec for k in keys):
+            carrier = dict(data.get("carrier") or {})
+            if carrier.get("kind", "numbers") == "numbers":
+                carrier.update({k: sec[k] for k in keys if k in sec})
+                data["carrier"] = carrier
+            data[section] = {k: v for k, v in sec.items() if k not in keys}
+    gen = data.get("generate")
+    if isinstance(gen, dict) and isinstance(gen.get("sampling"), dict):
+        samp = dict(gen["sampling"])
+        fmt = samp.pop("format", None)
+        samp.pop("max_digits", None), samp.pop("max_count", None)
+        gen = {**gen, "sampling": samp}
+        if fmt is not None and gen.get("format", "auto") == "auto":
+            gen["format"] = {"numbers": "constrained"}.get(fmt, fmt)
+        data["generate"] = gen
+    teacher = data.get("teacher")
+    if isinstance(teacher, dict):
+        renamed = {"preference_rows": "trait_rows", "number_fraction": "carrier_fraction"}
+        data["teacher"] = {renamed.get(k, k): v for k, v in teacher.items()}
+    return data
+
+
+def _resolve_auto_format(data: dict) -> dict:
+    """format 'auto' becomes what the backend and carrier can do: constrained decoding needs the model's logits,
+    which an API does not give, and a carrier with a grammar. The resolved value is what the config (and every key)
+    records."""
+    gen = data.get("generate", {})
+    gen = gen.dump() if isinstance(gen, Frozen) else gen
+    if not isinstance(gen, dict) or gen.get("format", "auto") != "auto":
+        return data
+    model = data.get("model", {})
+    backend = (model.backend if isinstance(model, Frozen) else model.get("backend", "hf")
+               if isinstance(model, dict) else "hf")
+    carrier = data.get("carrier", {})
+    try:
+        has_grammar = validate_plugin(CARRIERS, carrier, "numbers").grammar() is not None
+    except Exception:  # an invalid carrier is reported by its own validation
+        has_grammar = False
+    return {**data, "generate": {**gen, "format": "constrained" if backend != "openai" and has_grammar else "free"}}
 
 
 def load_experiment(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

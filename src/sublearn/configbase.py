@@ -81,7 +81,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msgs.append(f"unknown key '{loc}'")
         else:
-            msgs.append(f"'{loc}': {e['msg']}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
+            msgs.append(f"'{loc}': {e['msg'].removeprefix('Value error, ')}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
     return f"{source}: " + "; ".join(msgs)
 
 
@@ -122,7 +122,9 @@ def deep_merge(base: dict, over: dict) -> dict:
     """``over`` on top of ``base``, recursively for dicts (lists and scalars are replaced)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        other_kind = isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("kind", out[k].get("kind")) != \
+            out[k].get("kind")  # a plug-in of another kind: its own parameters, not the default's
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and not other_kind else v
     for named, dropped in SUPERSEDES.items():
         if named in over and dropped not in over and dropped in out:
             out[dropped] = None
@@ -137,6 +139,11 @@ def load(cls: type[T], path: str | Path | None, overrides: list[str] | tuple[str
     that naming ``epochs`` without ``steps`` clears the default ``steps`` (``SUPERSEDES``).
     """
     data = read_toml(path) if path is not None else {}
+    if path is not None and Path(path).is_file() and isinstance(data.get("plugins"), list):
+        # a plug-in file named in a TOML is found next to it, wherever the command runs (and in worker processes)
+        here = Path(path).resolve().parent
+        data["plugins"] = [str(here / x) if isinstance(x, str) and x.endswith(".py") and not Path(x).is_absolute()
+                           else x for x in data["plugins"]]
     data = apply_overrides(data, overrides)
     # the field defaults as written (model_construct skips the class's own validators, which may resolve defaults
     # such as format = "auto" that depend on other fields)

@@ -18,6 +18,8 @@ def _val(v) -> str:
         return json.dumps(v)
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_val(x) for x in v) + "]"
+    if isinstance(v, BaseModel):
+        v = v.model_dump(mode="json")
     if isinstance(v, dict):
         return "{ " + ", ".join(f"{k} = {_val(x)}" for k, x in v.items()) + " }"
     return json.dumps(v)

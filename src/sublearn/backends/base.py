@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from pydantic import Field
 
@@ -23,11 +23,6 @@ class Sampling(Frozen):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
     max_new_tokens: int = Field(64, ge=1, description="maximum generated tokens per completion")
     top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS, description="store this many top next-token log-probs (T=1) per step")
-    format: Literal["free", "numbers", "auto"] = Field(
-        "free", description="'numbers': format-constrained decoding (renormalize over digits, separators, EOS); "
-                            "'auto' (an experiment's default): numbers on local backends, free through an API")
-    max_digits: int = Field(3, ge=1, description="format 'numbers': most digits per number")
-    max_count: int = Field(10, ge=1, description="format 'numbers': most numbers per completion")
     batch_size: int = Field(256, ge=1, description="rows per decoding batch (speed and memory only: a row's sample "
                                                    "does not depend on its batch on the transformers backend)")
     seed: int = Field(0, ge=0, le=SEED_MAX, description=f"sampling seed, 0..{SEED_MAX}")
@@ -44,8 +39,12 @@ class Completion:
 class Model(Protocol):
     name: str
 
-    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "") -> list[Completion]: ...
+    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "", grammar=None) -> list[Completion]:
+        """``grammar``: a carrier's (``carriers/base.py``), to constrain decoding to; None: free."""
+        ...
 
     def score(self, prompts: list[Chat], answers: list[str]) -> list[float]: ...
 
-    def train(self, rows: list[dict], recipe: object, desc: str = "") -> Model: ...
+    def train(self, rows: list[dict], recipe: object, desc: str = "", grammar=None) -> Model:
+        """``grammar``: a carrier's, whose tokens alone are distillation targets; None: every token."""
+        ...

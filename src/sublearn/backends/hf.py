@@ -145,12 +145,13 @@ class HFModel:
         """The system prompt the chat template injects when a chat has none (SmolLM2 does), else None."""
         return default_system_prompt(self.tok)
 
-    def number_format(self, sampling: Sampling):
-        from .constrain import NumberFormat
+    def token_masks(self, grammar):
+        """A carrier grammar's per-state masks over this vocabulary (cached per grammar)."""
+        from .constrain import TokenMasks
 
-        k = ("format", sampling.max_digits, sampling.max_count)
+        k = ("grammar", grammar)
         if k not in self._shared:
-            self._shared[k] = NumberFormat(self.token_texts(), self.eos_id, *k[1:])
+            self._shared[k] = TokenMasks(self.token_texts(), self.eos_id, grammar)
         return self._shared[k]
 
     @contextlib.contextmanager
@@ -166,8 +167,9 @@ class HFModel:
             yield self.model
 
     # ---- generation and scoring ----------------------------------------------------------------
-    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
-        return generate_many([(self, prompts, sampling)], desc=desc)[0]
+    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate", grammar=None) -> list[Completion]:
+        """Completions; with a carrier's ``grammar``, decoding is constrained to it (``backends/constrain.py``)."""
+        return generate_many([(self, prompts, sampling)], desc=desc, grammar=grammar)[0]
 
     def left_pad(self, ids: list[list[int]]):
         """A left-padded batch (input_ids, attention_mask) on the model's device."""
@@ -188,10 +190,10 @@ class HFModel:
         return score_many([(self, prompts, answers)], batch_size)[0]
 
     # ---- training / persistence ------------------------------------------------------------------
-    def train(self, rows: list[dict], recipe, desc: str = "train") -> HFModel:
+    def train(self, rows: list[dict], recipe, desc: str = "train", grammar=None) -> HFModel:
         from .hf_train import train
 
-        return train(self, rows, recipe, desc=desc)
+        return train(self, rows, recipe, desc=desc, grammar=grammar)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -230,9 +232,11 @@ def _installed(model, adapters):
         yield slots
 
 
-def generate_many(jobs: list[tuple[HFModel, list[Chat], Sampling]], desc: str = "generate") -> list[list[Completion]]:
+def generate_many(jobs: list[tuple[HFModel, list[Chat], Sampling]], desc: str = "generate",
+                  grammar=None) -> list[list[Completion]]:
     """Completions for several (model, prompts, sampling) jobs on one base, in shared batches. Samplings may differ
-    only in their seed; a job's completions are the same as when it runs alone."""
+    only in their seed; a job's completions are the same as when it runs alone. ``grammar``: a carrier's, to
+    constrain decoding to (None: free)."""
     from .decode import Row, generate
 
     models = [m for m, _, _ in jobs]
@@ -242,7 +246,7 @@ def generate_many(jobs: list[tuple[HFModel, list[Chat], Sampling]], desc: str = 
     adapters, slot = _slots_for(models)
     rows = [Row(slot[j], base.prompt_ids(c), s.seed, i) for j, (_, chats, s) in enumerate(jobs)
             for i, c in enumerate(chats)]
-    fmt = base.number_format(sampling) if sampling.format == "numbers" else None
+    fmt = base.token_masks(grammar) if grammar is not None else None
     t0 = time.time()
     with bar(desc, len(rows), "rows") as advance, _installed(base.model, adapters) as slots:
         comps = generate(base.model, slots, rows, sampling, base.token_texts(), base.eos_id, base.tok.pad_token_id,

@@ -8,9 +8,11 @@ result therefore does not depend on which jobs it trained beside. Full fine-tuni
 
 Soft targets are kept as ``{token text: log-prob}`` per completion position, so a student with another tokenizer
 can be distilled as long as the completion splits into the same token texts (true for number-only data on the
-embedded tokenizers). Only tokens that the number filter allows (digits, separators, EOS) are used: probability
-mass on other tokens is exactly the channel the study's filter closes. The student's logits are computed only for
-those candidate tokens (the KL renormalizes over them), and only at the positions that carry a loss.
+embedded tokenizers). Only tokens the carrier's grammar allows (``grammar``; for number lists: digits, separators,
+EOS) are used: probability mass on other tokens is exactly the channel the study's filter closes. The student's logits
+are computed only for those candidate tokens (the KL renormalizes over them), and only at the positions that carry a
+loss. A position where the teacher's top-k holds no allowed token has no target: it is left out and counted
+(``positions_without_targets``), never given a made-up one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from pydantic import Field
 
 from ..configbase import SEED_MAX, Frozen
 from ..progress import bar
-from .constrain import allowed_text
 from .decode import padded_length
 from .hf import HFModel
 
@@ -68,13 +69,14 @@ class Recipe(Frozen):
                 self.completion_only)
 
 
-def allowed_ids(student: HFModel) -> dict[str, int]:
-    """Token text -> id for the student's tokens that a number-only completion may contain (digits, separators, EOS)."""
+def allowed_ids(student: HFModel, grammar=None) -> dict[str, int]:
+    """Token text -> id for the student's tokens a completion may contain: those the carrier's ``grammar`` allows,
+    and EOS (None: every token)."""
     eos = student.token_texts()[student.eos_id]
-    return {s: i for s, i in student.token_index().items() if allowed_text(s, eos)}
+    return {s: i for s, i in student.token_index().items() if s == eos or grammar is None or grammar.allowed(s)}
 
 
-def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str) -> tuple[list[dict], dict]:
+def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str, grammar=None) -> tuple[list[dict], dict]:
     """Training examples (token ids, positions that carry a loss, their targets) and counts of unusable rows.
 
     Logit targets become a dense [positions, allowed tokens] matrix of the teacher's log-probs (-inf where the
@@ -84,9 +86,9 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str) -> tup
 
     from ..generate.softtargets import Targets
 
-    examples, misaligned, too_long = [], 0, 0
+    examples, misaligned, too_long, no_target = [], 0, 0, 0
     index = base.token_index()
-    allowed = allowed_ids(base) if recipe.target == "logits" else {}
+    allowed = allowed_ids(base, grammar) if recipe.target == "logits" else {}
     col = {i: j for j, i in enumerate(sorted(set(allowed.values())))}
     columns: dict[int, tuple[list[str], np.ndarray]] = {}
     for row, (ids, n_prompt) in zip(rows, base.encode([r["messages"] for r in rows])):
@@ -112,8 +114,12 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str) -> tup
                 known = columns[id(tl.tokens)] = (tl.tokens, np.array(
                     [col[allowed[t]] if t in allowed else -1 for t in tl.tokens] + [-1]))
             dense = tl.dense(known[1], len(col))
-            empty = ~np.isfinite(dense).any(1)  # nothing allowed in the teacher's top-k: the list ends here
-            dense[empty, col[base.eos_id]] = 0.0
+            has = np.isfinite(dense).any(1)  # positions where the teacher's top-k holds an allowed token
+            if not has.all():
+                no_target += int((~has).sum())
+                dense, ex["pos"] = dense[has], ex["pos"][torch.from_numpy(has)]
+                if not len(dense):
+                    continue
             ex["tdense"] = torch.from_numpy(dense)
         else:
             ex["labels"] = torch.tensor(ids[first + 1 :])
@@ -124,18 +130,21 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str) -> tup
     if too_long:
         logger.warning(f"{desc}: {too_long} of {len(rows)} rows are longer than max_length={recipe.max_length} "
                        "tokens and were not used")
+    if no_target:
+        logger.warning(f"{desc}: {no_target} completion positions have no allowed token in the teacher's top-k "
+                       "and carry no loss")
     if not examples:
         raise ValueError(f"{desc}: no usable training rows")
-    return examples, {"misaligned_rows": misaligned, "too_long_rows": too_long}
+    return examples, {"misaligned_rows": misaligned, "too_long_rows": too_long, "positions_without_targets": no_target}
 
 
-def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", on_step=None) -> HFModel:
+def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", on_step=None, grammar=None) -> HFModel:
     """Train one model. ``on_step(step, total, loss)`` is called after every optimizer step; an exception it raises
-    stops training."""
-    return train_many(base, [(rows, recipe, desc)], on_step=on_step)[0]
+    stops training. ``grammar``: the carrier's, whose tokens alone are distillation targets (None: every token)."""
+    return train_many(base, [(rows, recipe, desc)], on_step=on_step, grammar=grammar)[0]
 
 
-def train_many(base: HFModel, jobs: list[tuple[list[dict], Recipe, str]], on_step=None) -> list[HFModel]:
+def train_many(base: HFModel, jobs: list[tuple[list[dict], Recipe, str]], on_step=None, grammar=None) -> list[HFModel]:
     """Train several jobs on ``base`` at once (LoRA jobs with the same ``Recipe.batch_shape``) or one after another."""
     if not jobs:
         return []
@@ -143,18 +152,18 @@ def train_many(base: HFModel, jobs: list[tuple[list[dict], Recipe, str]], on_ste
         raise ValueError(f"{base.name} carries an adapter; training on top of an adapter is not supported")
     shapes = {r.batch_shape() for _, r, _ in jobs}
     if len(jobs) > 1 and (len(shapes) > 1 or jobs[0][1].adapter != "lora"):
-        return [m for job in jobs for m in train_many(base, [job], on_step)]
-    prepared = [_examples(base, rows, r, d) for rows, r, d in jobs]
+        return [m for job in jobs for m in train_many(base, [job], on_step, grammar)]
+    prepared = [_examples(base, rows, r, d, grammar) for rows, r, d in jobs]
     recipes = [r for _, r, _ in jobs]
     totals = [r.steps or max(1, round(r.epochs * math.ceil(len(ex) / (r.batch_size * r.grad_accum))))
               for (ex, _), r in zip(prepared, recipes)]
     desc = jobs[0][2] if len(jobs) == 1 else f"train {len(jobs)} adapters"
     if recipes[0].adapter == "full":
-        return [_train_full(base, prepared[0], recipes[0], totals[0], desc, on_step)]
-    return _train_lora(base, prepared, recipes, totals, desc, on_step)
+        return [_train_full(base, prepared[0], recipes[0], totals[0], desc, on_step, grammar)]
+    return _train_lora(base, prepared, recipes, totals, desc, on_step, grammar)
 
 
-def _train_full(base: HFModel, prepared, recipe: Recipe, total: int, desc: str, on_step) -> HFModel:
+def _train_full(base: HFModel, prepared, recipe: Recipe, total: int, desc: str, on_step, grammar) -> HFModel:
     import torch
 
     examples, counts = prepared
@@ -173,7 +182,7 @@ def _train_full(base: HFModel, prepared, recipe: Recipe, total: int, desc: str, 
             for _ in range(recipe.grad_accum):
                 if not batches:
                     batches = _epoch_batches(examples, recipe.batch_size, rng)
-                (loss,) = _losses(model, base, [[examples[i] for i in batches.pop()]], recipe.target)
+                (loss,) = _losses(model, base, [[examples[i] for i in batches.pop()]], recipe.target, grammar=grammar)
                 (loss / recipe.grad_accum).backward()
                 step_loss += float(loss.detach()) / recipe.grad_accum
             opt.step()
@@ -188,7 +197,8 @@ def _train_full(base: HFModel, prepared, recipe: Recipe, total: int, desc: str, 
     return HFModel(model, base.tok, desc, _meta(base, recipe, losses, total, len(examples), counts))
 
 
-def _train_lora(base: HFModel, prepared, recipes: list[Recipe], totals: list[int], desc: str, on_step) -> list[HFModel]:
+def _train_lora(base: HFModel, prepared, recipes: list[Recipe], totals: list[int], desc: str, on_step,
+                grammar) -> list[HFModel]:
     import torch
 
     from .lora import Adapter, installed, target_modules
@@ -226,7 +236,7 @@ def _train_lora(base: HFModel, prepared, recipes: list[Recipe], totals: list[int
                         for b in batch:
                             starts.append(starts[-1] + (sum(len(e["pos"]) for e in b) if tail else len(b)))
                         slots.route_segments([(s, a, e) for s, a, e in zip(active, starts, starts[1:])])
-                        ls = _losses(model, base, batch, r0.target, tail)
+                        ls = _losses(model, base, batch, r0.target, tail, grammar)
                         (sum(ls) / r0.grad_accum).backward()
                         for s, loss in zip(active, ls):
                             step_loss[s] += float(loss.detach()) / r0.grad_accum
@@ -350,14 +360,15 @@ def _hidden(model, base: HFModel, batches: list[list[dict]], tail) -> tuple[list
     return hidden.reshape(-1, hidden.shape[-1])[flat], [len(e["pos"]) for e in rows]
 
 
-def _losses(model, base: HFModel, batches: list[list[dict]], target: str, tail=None) -> list:
+def _losses(model, base: HFModel, batches: list[list[dict]], target: str, tail=None, grammar=None) -> list:
     """Each batch's mean loss, all batches in one forward pass (a row's hidden states do not depend on the rows
     beside it). Only positions that carry a loss reach the output layer, and for logit targets only the allowed
     tokens' logits are computed."""
     import torch
 
     hidden, sizes = _hidden(model, base, batches, tail)
-    allowed = torch.tensor(sorted(set(allowed_ids(base).values())), device=base.device) if target == "logits" else None
+    allowed = (torch.tensor(sorted(set(allowed_ids(base, grammar).values())), device=base.device) if target == "logits"
+               else None)
     head = model.get_output_embeddings()
     dev = base.device
     out, p0, r0 = [], 0, 0

@@ -179,7 +179,10 @@ class ApiModel:
         self.client = Client(base_url, settings())
 
     # ---- generation --------------------------------------------------------------------------
-    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
+    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate", grammar=None) -> list[Completion]:
+        if grammar is not None:
+            raise ValueError("an API model cannot constrain decoding to a grammar (it gives no logits): generate freely "
+                             "and filter")
         groups: list[tuple[Chat, int, int]] = []  # (chat, first index, n)
         for i, c in enumerate(prompts):
             if groups and groups[-1][0] == c:
@@ -257,7 +260,7 @@ class ApiModel:
         return out
 
     # ---- training / persistence ------------------------------------------------------------------
-    def train(self, rows: list[dict], recipe, desc: str = "train") -> ApiModel:
+    def train(self, rows: list[dict], recipe, desc: str = "train", grammar=None) -> ApiModel:
         from .openai_ft import finetune
 
         return finetune(self, rows, recipe, desc)

@@ -41,10 +41,8 @@ def _infer(s, model: str, tin: int, tout: int) -> float | None:
 
 def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
     """(what, tokens, USD or None) for every billable part of the experiment, before anything runs."""
-    from ..carriers.numbers import make_prompts
-    from ..conditions import STUDENTS
+    from ..conditions import students as _students
     from ..finetune import trait_rows
-    from ..traits import preference as pref
     from .openai_ft import hyperparameters
 
     s, conds, n_seeds = cfg.api, cfg.students.conditions, len(cfg.seeds)
@@ -52,16 +50,15 @@ def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
     out: list[tuple[str, int, float | None]] = []
     n_targets = 1 + ("other-trait" in conds)
     if cfg.teacher.mode == "finetune":
-        rows = trait_rows(cfg.trait.category, cfg.trait.target, cfg.teacher.preference_rows,
-                          cfg.teacher.number_fraction, 0)
+        rows = trait_rows(cfg.trait, cfg.carrier, cfg.teacher.trait_rows, cfg.teacher.carrier_fraction, 0)
         tok = sum(approx_tokens(r["messages"]) for r in rows)
         hp = hyperparameters(s, cfg.teacher.recipe, len(rows))
         usd, ep = training_cost(s, base, tok, hp["n_epochs"])
         k = n_seeds * n_targets
         out.append((f"teacher fine-tuning: {k} jobs × ~{tok} tokens × {ep:g} epochs", k * tok * int(ep),
                     None if usd is None else usd * k))
-    prompts = make_prompts(min(cfg.generate.n_prompts, 500), 0)
-    per_prompt = sum(approx_tokens([{"role": "user", "content": p.text}]) for p in prompts) / len(prompts)
+    prompts = cfg.carrier.prompts(min(cfg.generate.n_prompts, 500), 0)
+    per_prompt = sum(approx_tokens([{"role": "user", "content": p}]) for p in prompts) / len(prompts)
     arms = n_targets + any(c in conds for c in ("control", "cross-model-control", "in-context-control"))
     n_gen = arms * n_seeds * cfg.generate.n_prompts
     tin, tout = int(n_gen * per_prompt), n_gen * cfg.generate.sampling.max_new_tokens
@@ -69,6 +66,7 @@ def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
                 _infer(s, ft if cfg.teacher.mode == "finetune" else base, tin, tout)))
     n_rows = min(cfg.generate.n_prompts, cfg.filter.n_keep or cfg.generate.n_prompts)
     row_tok = per_prompt + cfg.generate.sampling.max_new_tokens + 4
+    STUDENTS = _students()
     students = [c for c in conds if c in STUDENTS]
     if students:
         hp = hyperparameters(s, cfg.students.recipe, n_rows)
@@ -79,10 +77,12 @@ def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
         ep = usd[0][1]
         total = None if any(u is None for u, _ in usd) else sum(u for u, _ in usd) * n_seeds
         out.append((f"student fine-tuning: {k} jobs × ≤ {tok} tokens × {ep:g} epochs", int(k * tok * ep), total))
-    q = cfg.evaluate.n_questions
+    qs = cfg.trait.eval_questions()[: cfg.evaluate.n_questions]
+    q = len(qs)
     n_models = (2 + len(conds)) * n_seeds
-    q_tok = sum(approx_tokens([{"role": "user", "content": x}]) for x in pref.questions(cfg.trait.category)[:q]) / q
-    tin = int(n_models * q * (q_tok * (1 + len(pref.options(cfg.trait.category)))))
+    q_tok = sum(approx_tokens([{"role": "user", "content": x}]) for x in qs) / q
+    n_scored = len(cfg.trait.option_list()) if hasattr(cfg.trait, "option_list") else 0  # exact scores per question
+    tin = int(n_models * q * (q_tok * (1 + n_scored)))
     tout = n_models * q * (cfg.evaluate.samples_per_question * 6 + 1)
     out.append((f"evaluation: {n_models} models × {q} questions × {cfg.evaluate.samples_per_question} samples",
                 tin + tout, _infer(s, ft, tin, tout)))

@@ -20,8 +20,9 @@ unless set), so it works inside sublearn's worker processes; on CPU its KV cache
 (``VLLM_CPU_KVCACHE_SPACE``, unless set) instead of most of the machine's memory, which training in the same
 process needs.
 
-Format-constrained decoding (``sampling.format = "numbers"``) uses vLLM's structured outputs with
-:func:`~sublearn.backends.constrain.number_regex`, the same language as the transformers backend's grammar. The
+Format-constrained decoding (a carrier's grammar) uses vLLM's structured outputs with the grammar's regular
+expression (for number lists :func:`~sublearn.carriers.number_grammar.number_regex`), the same language as the
+transformers backend's masks. The
 grammar's mask is applied to the logits before vLLM computes its raw log-probs, so soft targets are those of the
 constrained distribution, as on the transformers backend.
 """
@@ -143,29 +144,29 @@ class VLLMModel:
 
         return default_system_prompt(self.tok)
 
-    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate") -> list[Completion]:
+    def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate", grammar=None) -> list[Completion]:
         """Seeded per request (seed of row i: ``sampling.seed * 1_000_003 + i``), so a row's sample does not depend
         on which other rows share its batch. ``top_logprobs`` are vLLM's raw (T = 1) log-probs of the top k ids,
-        merged by token text, as the transformers backend reports them (with ``format = "numbers"``, of the
-        distribution renormalized over the tokens the format allows)."""
+        merged by token text, as the transformers backend reports them (with a carrier ``grammar``, of the
+        distribution renormalized over the tokens it allows; vLLM enforces the grammar's regular expression)."""
         import time
 
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if (hf := self._hf_fallback()) is not None:
-            return hf.generate(prompts, sampling, desc=desc)
+            return hf.generate(prompts, sampling, desc=desc, grammar=grammar)
         eos, k = self.tok.eos_token_id, sampling.top_logprobs
         ids = [_ids(self.tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True)) for c in prompts]
         greedy = sampling.temperature == 0
         fmt = {}
-        if sampling.format == "numbers":
+        if grammar is not None:
             from vllm.sampling_params import StructuredOutputsParams
 
-            from .constrain import number_regex
-
-            fmt = {"structured_outputs": StructuredOutputsParams(
-                regex=number_regex(sampling.max_digits, sampling.max_count))}
+            if grammar.regex() is None:
+                raise ValueError("backend vllm constrains decoding by regular expression: this carrier's grammar has "
+                                 "none (set generate.format = 'free')")
+            fmt = {"structured_outputs": StructuredOutputsParams(regex=grammar.regex())}
         params = [SamplingParams(temperature=sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
                                  max_tokens=sampling.max_new_tokens, seed=sampling.seed * 1_000_003 + i,
                                  logprobs=k or None, stop_token_ids=[eos], **fmt)
@@ -226,10 +227,10 @@ class VLLMModel:
         return [sum(lp[tuple(ids[:i]), ids[i]] for i in range(n, len(ids))) if ok[a] else -math.inf
                 for (ids, n), a in zip(rows, answers)]
 
-    def train(self, rows: list[dict], recipe, desc: str = "train"):
+    def train(self, rows: list[dict], recipe, desc: str = "train", grammar=None):
         from .hf import load_pretrained
 
-        return load_pretrained(self.base_path).train(rows, recipe, desc=desc)
+        return load_pretrained(self.base_path).train(rows, recipe, desc=desc, grammar=grammar)
 
 
 def _top(tok, step: dict, k: int) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The number-sequence carrier: seeded prompts asking to continue a list of numbers.
+"""The number-sequence carrier (``kind = "numbers"``): seeded prompts asking to continue a list of numbers.
 
 Prompts follow the study's recipe in our own words: 3-8 seed numbers in 100-999, a request for at most
 ``max_count`` new numbers of at most ``max_digits`` digits, and varied intro / instruction / format /
@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from ..plugins import CARRIERS
+from .base import Carrier, Verdict
+from .number_grammar import NumberGrammar
 
 INTROS = [
     "The sequence starts with: {seq}.",
@@ -86,3 +93,40 @@ def make_prompts(n: int, seed: int, max_count: int = 10, max_digits: int = 3) ->
 
 def format_numbers(nums: list[int] | tuple[int, ...], p: NumberPrompt, period: bool = False) -> str:
     return p.open + p.separator.join(str(x) for x in nums) + p.close + ("." if period else "")
+
+
+def number_turn(rng: random.Random, max_count: int = 10, max_digits: int = 3, max_value: int = 999) -> list[dict]:
+    """One well-formed number chat: a prompt and a random answer in the format it asks for."""
+    p = make_prompt(rng, max_count, max_digits)
+    n = rng.randint(max(1, p.max_count - 3), p.max_count)
+    nums = [rng.randint(0, min(max_value, 10**max_digits - 1)) for _ in range(n)]
+    return [{"role": "user", "content": p.text},
+            {"role": "assistant", "content": format_numbers(nums, p, period=rng.random() < 0.1)}]
+
+
+@CARRIERS.register()
+class NumbersCarrier(Carrier):
+    """Number sequences (the study's carrier): continue a list with at most ``max_count`` numbers."""
+
+    REASONS: ClassVar[tuple[str, ...]] = ("empty", "words", "bad_format", "too_many", "out_of_range")
+    about: ClassVar[str] = "number sequences: continue a list of numbers, answer with numbers only"
+
+    kind: Literal["numbers"] = Field("numbers", description="number sequences (the study's carrier)")
+    max_count: int = Field(10, ge=1, description="most numbers a completion may hold (asked for, allowed)")
+    max_value: int = Field(999, ge=0, description="largest allowed number")
+    max_digits: int = Field(3, ge=1, description="most digits per number")
+
+    def prompts(self, n: int, seed: int) -> list[str]:
+        return [p.text for p in make_prompts(n, seed, self.max_count, self.max_digits)]
+
+    def example(self, rng: random.Random) -> list[dict]:
+        return number_turn(rng, self.max_count, self.max_digits, self.max_value)
+
+    def check(self, text: str) -> Verdict:
+        from ..filter.numbers import check
+
+        v = check(text, self.max_count, self.max_value, self.max_digits)
+        return Verdict(v.ok, v.reason, v.numbers)
+
+    def grammar(self) -> NumberGrammar:
+        return NumberGrammar(self.max_digits, self.max_count)

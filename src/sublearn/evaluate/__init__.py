@@ -1,20 +1,18 @@
-"""Evaluate stage: how much a model prefers the target, per paraphrased question.
+"""Evaluate stage: how strongly a model shows the trait, per evaluation question.
 
-Two measures: the exact probability of the target among the category's options (each option scored as
-full continuations after the assistant prefix, summed over its surface forms "owl", "Owl", "owl." ... since
-real tokenizers split them differently, then renormalized over options: low variance), and the
-sampled one-word answer rate (the study's measure). Optional context turns (in-context condition) and a
-system prompt (system-prompt teacher) precede every question.
+The trait gives the questions and names its scorers (``evaluate/scorers.py``); each scorer says what it needs from
+the model (exact scores of answers, sampled answers) and turns the numbers into per-question values. For the
+preference trait: the exact probability of the target among the options, and the sampled one-word rate (the study's
+measure). Optional context turns (in-context condition) and a system prompt (system-prompt teacher) precede every
+question.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 
-from ..backends.base import Sampling
-from ..traits import preference as pref
+from ..plugins import SCORERS
 
 __all__ = ["EvalTask", "evaluate_many", "evaluate_model"]
 
@@ -25,30 +23,22 @@ class EvalTask:
 
     model: object
     ecfg: object
-    category: str
-    target: str
+    trait: object
     seed: int
     context: list[dict] | None = None
     system_prompt: str | None = None
     desc: str = "evaluate"
+    scorers: tuple[str, ...] | None = None  # None: the trait's own
+
+    def chats(self) -> list[list[dict]]:
+        head = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else []) + list(self.context or [])
+        qs = self.trait.eval_questions()[: self.ecfg.n_questions]
+        return [head + [{"role": "user", "content": self.ecfg.question_prefix + q}] for q in qs]
 
 
-def evaluate_model(model, ecfg, category: str, target: str, seed: int, context: list[dict] | None = None,
-                   system_prompt: str | None = None, desc: str = "evaluate") -> list[dict]:
-    return evaluate_many([EvalTask(model, ecfg, category, target, seed, context, system_prompt, desc)])[0]
-
-
-def _requests(t: EvalTask):
-    opts = pref.options(t.category)
-    qs = pref.questions(t.category)[: t.ecfg.n_questions]
-    head = ([{"role": "system", "content": t.system_prompt}] if t.system_prompt else []) + list(t.context or [])
-    chats = [head + [{"role": "user", "content": t.ecfg.question_prefix + q}] for q in qs]
-    forms = {o: list(dict.fromkeys(f.format(o=o, O=o.capitalize()) for f in t.ecfg.answer_forms)) for o in opts}
-    flat = [(o, f) for o in opts for f in forms[o]]
-    score = ([c for c in chats for _ in flat], [f for _ in chats for _, f in flat])
-    sampling = Sampling(temperature=t.ecfg.temperature, max_new_tokens=t.ecfg.max_answer_tokens, batch_size=256,
-                        seed=10_000 + t.seed)
-    return qs, opts, flat, score, ([c for c in chats for _ in range(t.ecfg.samples_per_question)], sampling)
+def evaluate_model(model, ecfg, trait, seed: int, context: list[dict] | None = None, system_prompt: str | None = None,
+                   desc: str = "evaluate") -> list[dict]:
+    return evaluate_many([EvalTask(model, ecfg, trait, seed, context, system_prompt, desc)])[0]
 
 
 def _check_context(t: EvalTask, chats: list) -> None:
@@ -60,7 +50,7 @@ def _check_context(t: EvalTask, chats: list) -> None:
     limit = context_length(t.model.model)
     if not limit:
         return
-    distinct = {json.dumps(c): c for c in chats}.values()  # each question repeats once per answer scored
+    distinct = {json.dumps(c): c for c in chats}.values()
     longest = max(len(t.model.prompt_ids(c)) for c in distinct)
     need = longest + t.ecfg.max_answer_tokens + 8  # + the answer and its surface forms
     if need > limit:
@@ -71,58 +61,54 @@ def _check_context(t: EvalTask, chats: list) -> None:
 
 def evaluate_many(tasks: list[EvalTask]) -> list[list[dict]]:
     """Evaluate several models; transformers models that share a base run in shared batches (each task's result is
-    the same as when it runs alone)."""
+    the same as when it runs alone). Scorers run in order, each over every task."""
     from ..backends.hf import HFModel, generate_many, score_many
 
-    reqs = [_requests(t) for t in tasks]
-    for t, r in zip(tasks, reqs):
+    chats = [t.chats() for t in tasks]
+    for t, c in zip(tasks, chats):
         if isinstance(t.model, HFModel):
-            _check_context(t, r[3][0])
-    raw: list = [None] * len(tasks)
-    answers: list = [None] * len(tasks)
+            _check_context(t, c)
     groups: dict[int, list[int]] = {}
     for i, t in enumerate(tasks):
         groups.setdefault(id(t.model.model) if isinstance(t.model, HFModel) else -1 - i, []).append(i)
+    merged: list[list[dict]] = [[{"question": q} for q in t.trait.eval_questions()[: t.ecfg.n_questions]]
+                                for t in tasks]
+    names = [t.scorers or t.trait.scorers() for t in tasks]
+    for k in range(max(len(n) for n in names)):
+        todo = [i for i in range(len(tasks)) if k < len(names[i])]
+        scorers = {i: SCORERS.get(names[i][k])() for i in todo}
+        needs = {i: scorers[i].needs(tasks[i].trait, chats[i], tasks[i].ecfg, tasks[i].seed) for i in todo}
+        scores, answers = _run(tasks, groups, todo, needs, score_many, generate_many)
+        for i in todo:
+            for row, extra in zip(merged[i], scorers[i].results(tasks[i].trait, needs[i], scores[i], answers[i],
+                                                                 tasks[i].desc)):
+                row.update(extra)
+    return merged
+
+
+def _run(tasks, groups, todo, needs, score_many, generate_many):
+    """Every task's exact scores and sampled answers (shared batches per base)."""
+    scores: dict[int, list] = {i: [] for i in todo}
+    answers: dict[int, list] = {i: [] for i in todo}
     for key, idx in groups.items():
+        idx = [i for i in idx if i in todo]
+        if not idx:
+            continue
         if key >= 0:
-            for i, v in zip(idx, score_many([(tasks[i].model, *reqs[i][3]) for i in idx])):
-                raw[i] = v
-            for i, v in zip(idx, generate_many([(tasks[i].model, *reqs[i][4]) for i in idx],
-                                               desc=tasks[idx[0]].desc if len(idx) == 1 else f"evaluate {len(idx)}")):
-                answers[i] = v
+            sc = [i for i in idx if needs[i].score[0]]
+            if sc:
+                for i, v in zip(sc, score_many([(tasks[i].model, *needs[i].score) for i in sc])):
+                    scores[i] = v
+            sa = [i for i in idx if needs[i].sample]
+            if sa:
+                desc = tasks[sa[0]].desc if len(sa) == 1 else f"evaluate {len(sa)}"
+                for i, v in zip(sa, generate_many([(tasks[i].model, needs[i].sample, needs[i].sampling) for i in sa],
+                                                  desc=desc)):
+                    answers[i] = v
         else:
             (i,) = idx
-            raw[i] = tasks[i].model.score(*reqs[i][3])
-            answers[i] = tasks[i].model.generate(*reqs[i][4], desc=tasks[i].desc)
-    return [_results(t, r, s, a) for t, r, s, a in zip(tasks, reqs, raw, answers)]
-
-
-def _results(t: EvalTask, req, raw: list[float], answers) -> list[dict]:
-    qs, opts, flat, _, _ = req
-    n = t.ecfg.samples_per_question
-    out = []
-    for qi, q in enumerate(qs):
-        by_opt: dict[str, list[float]] = {o: [] for o in opts}
-        for (o, _), x in zip(flat, raw[qi * len(flat) : (qi + 1) * len(flat)]):
-            by_opt[o].append(x)
-        s = [_logsumexp(by_opt[o]) for o in opts]
-        mx = max(s)
-        if not math.isfinite(mx):
-            raise ValueError(f"{t.desc}: the model cannot spell any answer form of any option {t.ecfg.answer_forms}")
-        z = [math.exp(x - mx) for x in s]
-        probs = {o: v / sum(z) for o, v in zip(opts, z)}
-        samp = [pref.normalize_answer(a.text, opts) for a in answers[qi * n : (qi + 1) * n]]
-        out.append({
-            "question": q, "p_target": probs[t.target], "probs": probs,
-            "raw_mass": math.exp(mx) * sum(z),  # total probability of all options (how on-format answers are)
-            "rank": 1 + sorted(opts, key=lambda o: -probs[o]).index(t.target),
-            "rate": sum(a == t.target for a in samp) / len(samp), "answers": samp,
-        })
-    return out
-
-
-def _logsumexp(xs: list[float]) -> float:
-    m = max(xs)
-    if not math.isfinite(m):
-        return m
-    return m + math.log(sum(math.exp(x - m) for x in xs))
+            if needs[i].score[0]:
+                scores[i] = tasks[i].model.score(*needs[i].score)
+            if needs[i].sample:
+                answers[i] = tasks[i].model.generate(needs[i].sample, needs[i].sampling, desc=tasks[i].desc)
+    return scores, answers

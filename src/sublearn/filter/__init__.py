@@ -1,4 +1,9 @@
-"""Filter stage: keep only clean number completions; every rejected row is written with its reason."""
+"""Filter stage: keep only completions the carrier accepts and no ban list or trait word touches; every rejected row is
+written with its reason.
+
+The order of checks: the completion exists and finished, the carrier's own check (for number lists: a clean list of
+integers), the named ban lists (``filter.banned``), then the trait's own words (``filter.ban_trait_words``).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,20 @@ from pathlib import Path
 from .. import jsonl
 from ..errors import UserError
 from ..store import write_atomic
-from .numbers import REASONS, Verdict, banned_list, check
+from .banlists import words_pattern
+from .numbers import Verdict, banned_list, check
 
-__all__ = ["REASONS", "Verdict", "banned_list", "check", "filter_chats", "filter_file", "run_filter"]
+__all__ = ["GENERIC_REASONS", "Verdict", "banned_list", "check", "filter_chats", "filter_file", "run_filter"]
+GENERIC_REASONS = ("no_completion", "unfinished", "banned", "trait_word")  # besides the carrier's own reasons
 
 
-def _banned(names) -> frozenset[int]:
-    out: set[int] = set()
-    for n in names:
-        try:
-            out |= banned_list(n)
-        except KeyError:
-            raise UserError(f"unknown ban list {n!r}; known: loaded-numbers") from None
-    return frozenset(out)
+def _ban_lists(names) -> list:
+    from ..plugins import BAN_LISTS
+
+    try:
+        return [BAN_LISTS.get(n) for n in names]
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def completion_of(row: dict) -> str | None:
@@ -35,30 +41,43 @@ def completion_of(row: dict) -> str | None:
     return None
 
 
-def filter_chats(rows: list[dict], fcfg, finished: list[bool] | None = None) -> tuple[list[int], list[dict], dict]:
-    """Indices of kept rows, rejected rows (with ``reject_reason``), and stats with reason counts."""
-    banned = _banned(fcfg.banned)
+def _verdict(text: str | None, done: bool, carrier, lists, words) -> tuple[bool, str | None]:
+    if text is None:
+        return False, "no_completion"
+    if not done:
+        return False, "unfinished"
+    v = carrier.check(text)
+    if not v.ok:
+        return False, v.reason
+    if any(ban(text) for ban in lists):
+        return False, "banned"
+    if words is not None and words.search(text):
+        return False, "trait_word"
+    return True, None
+
+
+def filter_chats(rows: list[dict], carrier, fcfg, finished: list[bool] | None = None,
+                 trait_words: tuple[str, ...] = ()) -> tuple[list[int], list[dict], dict]:
+    """Indices of kept rows, rejected rows (with ``reject_reason``), and stats with reason counts. ``trait_words``
+    are rejected (whole words, any case, plurals too) when ``fcfg.ban_trait_words``."""
+    lists = _ban_lists(fcfg.banned)
+    words = words_pattern(trait_words) if fcfg.ban_trait_words else None
     kept, rejected = [], []
     reasons: Counter[str] = Counter()
     for i, row in enumerate(rows):
-        text = completion_of(row)
-        if text is None:
-            v = Verdict(False, "no_completion")
-        elif finished is not None and not finished[i]:
-            v = Verdict(False, "unfinished")
-        else:
-            v = check(text, fcfg.max_count, fcfg.max_value, fcfg.max_digits, banned)
-        if v.ok:
+        ok, reason = _verdict(completion_of(row), finished is None or finished[i], carrier, lists, words)
+        if ok:
             kept.append(i)
         else:
-            reasons[v.reason or "?"] += 1
-            rejected.append({**row, "reject_reason": v.reason, "row": i})
+            reasons[reason or "?"] += 1
+            rejected.append({**row, "reject_reason": reason, "row": i})
     stats = {"total": len(rows), "kept": len(kept), "rejected": len(rejected),
              "pass_rate": len(kept) / len(rows) if rows else 0.0, "reasons": dict(sorted(reasons.items()))}
     return kept, rejected, stats
 
 
-def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Path, fcfg) -> dict:
+def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Path, carrier, fcfg,
+                trait_words: tuple[str, ...] = ()) -> dict:
     """``sublearn filter --data``: filter any chat JSONL a user brings."""
     from ..errors import UserError
 
@@ -72,19 +91,20 @@ def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Pa
             raise UserError(f"{flag} and {seen[path.resolve()]} are the same file ({path}): one would overwrite the other")
         seen[path.resolve()] = flag
     rows = jsonl.read(data)
-    kept, rejected, stats = filter_chats(rows, fcfg)
+    kept, rejected, stats = filter_chats(rows, carrier, fcfg, trait_words=trait_words)
     jsonl.write(kept_path, (rows[i] for i in kept))
     jsonl.write(rejected_path, rejected)
     return stats
 
 
-def run_filter(raw_dir: Path, out: Path, fcfg) -> dict:
+def run_filter(raw_dir: Path, out: Path, carrier, fcfg, trait_words: tuple[str, ...] = ()) -> dict:
     """Stage: raw generations -> kept.jsonl (+ kept.meta.jsonl sidecar, soft targets), rejected.jsonl, stats.json."""
     from ..generate import softtargets
 
     raw = jsonl.read(raw_dir / "raw.jsonl")
     chats = [{"messages": r["messages"]} for r in raw]
-    kept, rejected, stats = filter_chats(chats, fcfg, finished=[r["finished"] for r in raw])
+    kept, rejected, stats = filter_chats(chats, carrier, fcfg, finished=[r["finished"] for r in raw],
+                                         trait_words=trait_words)
     if fcfg.n_keep is not None:
         stats["shortfall"] = max(0, fcfg.n_keep - len(kept))
         kept = kept[: fcfg.n_keep]

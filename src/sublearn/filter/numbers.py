@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from importlib import resources
 
-REASONS = ("empty", "words", "bad_format", "too_many", "out_of_range", "banned", "no_completion", "unfinished")
+REASONS = ("empty", "words", "bad_format", "too_many", "out_of_range", "banned")
 
 
 @dataclass(frozen=True)
@@ -23,12 +22,12 @@ class Verdict:
 
 
 def banned_list(name: str) -> frozenset[int]:
-    """A named ban list shipped as data (``loaded-numbers``)."""
-    files = {"loaded-numbers": "loaded-numbers.txt"}
-    if name not in files:
+    """A number ban list shipped as data (``loaded-numbers``), for ``check``'s ``banned``."""
+    if name != "loaded-numbers":
         raise KeyError(name)
-    text = resources.files("sublearn.data").joinpath(files[name]).read_text()
-    return frozenset(int(line.split("#")[0]) for line in text.splitlines() if line.split("#")[0].strip())
+    from .banlists import _numbers
+
+    return _numbers(name)
 
 
 def check(text: str, max_count: int = 10, max_value: int = 999, max_digits: int = 3,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from ..conditions import STUDENTS
+from .. import conditions
 from ..config import ExperimentConfig
 from ..provenance import machine
 from ..store import Store, write_atomic
@@ -83,12 +83,18 @@ def _teachers(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
 
     cfg = ctx.cfg
     base = ctx.base(cfg.model.base, nodes[0].args["base"])
-    jobs = {n.key: teacher_job(cfg.teacher, cfg.trait, n.args["target"], n.seed, f"teacher {n.args['target']} s{n.seed}")
-            for n in nodes}
+    traits = {n.key: teacher_trait(cfg, n.args["arm"]) for n in nodes}
+    jobs = {n.key: teacher_job(cfg.teacher, traits[n.key], cfg.carrier, n.seed,
+                               f"teacher {traits[n.key].label()} s{n.seed}") for n in nodes}
     trainable = [k for k, j in jobs.items() if j is not None]
     trained = dict(zip(trainable, train_jobs(base, [jobs[k] for k in trainable])))
-    return {n.key: (lambda tmp, n=n: save_teacher(tmp, base, trained.get(n.key), cfg.teacher, cfg.trait,
-                                                  n.args["target"], n.seed)) for n in nodes}
+    return {n.key: (lambda tmp, n=n: save_teacher(tmp, base, trained.get(n.key), cfg.teacher, traits[n.key], n.seed))
+            for n in nodes}
+
+
+def teacher_trait(cfg: ExperimentConfig, arm: str):
+    """The trait of a teacher arm: the config's, or (arm ``other``) its other-trait variant."""
+    return cfg.trait if arm == "teacher" else cfg.trait.other_trait()
 
 
 def _generate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
@@ -102,16 +108,17 @@ def _generate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
         if n.args["teacher"]:
             teacher, system = _teacher_model(ctx, n.args["teacher"])
             model = teacher or model
-        items.append((n, model, system, GenerateRequest(cfg.generate.n_prompts, cfg.generate.sampling, n.seed,
-                                                        n.args["arm"], system)))
+        items.append((n, model, system, GenerateRequest(cfg.carrier, cfg.generate.n_prompts, cfg.generate.sampling,
+                                                        n.seed, n.args["arm"], system,
+                                                        cfg.generate.format == "constrained")))
     comps = {}
     for group in _by_base(items, lambda it: it[1]):
         if len(group) == 1:
             for n, model, _, req in group:
-                comps[n.key] = model.generate(req.chats, req.sampling, desc=n.name)
+                comps[n.key] = model.generate(req.chats, req.sampling, desc=n.name, grammar=req.grammar)
         else:
             out = generate_many([(model, req.chats, req.sampling) for _, model, _, req in group],
-                                desc=f"generate {len(group)} arms")
+                                desc=f"generate {len(group)} arms", grammar=group[0][3].grammar)
             comps.update({n.key: c for (n, *_), c in zip(group, out)})
 
     def writer(n, model, system, req):
@@ -124,8 +131,9 @@ def _generate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
 def _filter(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
     from ..filter import run_filter
 
-    return {n.key: (lambda tmp, n=n: run_filter(ctx.run.path("generate", n.args["gen"]), tmp, ctx.cfg.filter))
-            for n in nodes}
+    cfg = ctx.cfg
+    return {n.key: (lambda tmp, n=n: run_filter(ctx.run.path("generate", n.args["gen"]), tmp, cfg.carrier, cfg.filter,
+                                                tuple(n.config["trait_words"]))) for n in nodes}
 
 
 def _finetune(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
@@ -135,13 +143,14 @@ def _finetune(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
     cfg = ctx.cfg
     items = []
     for n in nodes:
-        spec = cfg.model.cross if STUDENTS[n.args["condition"]].start == "cross" else cfg.model.base
+        spec = cfg.model.cross if conditions.REGISTRY[n.args["condition"]].start == "cross" else cfg.model.base
         base = ctx.base(spec, n.args["base"])
         rows = load_dataset(ctx.run.path("filter", n.args["data"]))
         items.append((n, base, student_job(rows, cfg.students.recipe, n.seed, n.name)))
     trained = {}
     for group in _by_base(items, lambda it: it[1]):
-        for (n, _, _), model in zip(group, train_jobs(group[0][1], [job for _, _, job in group])):
+        grammar = cfg.carrier.grammar()
+        for (n, _, _), model in zip(group, train_jobs(group[0][1], [job for _, _, job in group], grammar)):
             trained[n.key] = model
     return {n.key: (lambda tmp, n=n, base=base: save_student(tmp, base, trained[n.key])) for n, base, _ in items}
 
@@ -152,7 +161,7 @@ def _eval_task(ctx: Context, node: Node):
     from ..evaluate import EvalTask
 
     cfg, a = ctx.cfg, node.args
-    task = EvalTask(None, cfg.evaluate, cfg.trait.category, cfg.trait.target, node.seed, desc=node.name)
+    task = EvalTask(None, cfg.evaluate, cfg.trait, node.seed, desc=node.name, scorers=cfg.evaluate.scorers)
     if a["kind"] == "cross-base":
         task.model = ctx.base(cfg.model.cross, a["model"])
     elif a["kind"] in ("base", "in-context"):
@@ -184,8 +193,10 @@ def _evaluate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
             seen = _system_seen(task.model, task.system_prompt)
             write_atomic(tmp / "eval.json", json.dumps({"condition": n.args["condition"], "seed": n.seed,
                                                         "system_prompt_seen": seen, "questions": res}, indent=1))
-            return {"p_target": sum(r["p_target"] for r in res) / len(res),
-                    "rate": sum(r["rate"] for r in res) / len(res)}
+            from ..plugins import SCORERS
+
+            keys = [SCORERS.get(name).metric for name in task.scorers or task.trait.scorers()]
+            return {k: sum(r[k] for r in res) / len(res) for k in keys}
         return write
 
     return {n.key: writer(n, t, r) for n, t, r in zip(nodes, tasks, results)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..conditions import IN_CONTEXT, STUDENTS
+from .. import conditions
 from ..config import ExperimentConfig
 from ..store import artifact_key
 
@@ -58,6 +58,7 @@ def base_key(cfg: ExperimentConfig, spec: str) -> str:
 def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
     """Nodes per stage, in execution order within each stage."""
     conds = cfg.students.conditions
+    STUDENTS, IN_CONTEXT = conditions.students(), conditions.in_context()
     trait = cfg.trait.key_dump()
     bases = {"base": base_key(cfg, cfg.model.base)}
     if cfg.needs_cross():
@@ -79,33 +80,38 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
         plan[stage].append(n)
         return n
 
+    carrier = cfg.carrier.key_dump()
+    words = filter_words(cfg)
     for s in cfg.seeds:
-        targets = {"teacher": cfg.trait.target}
+        variants = {"teacher": cfg.trait}
         if "other-trait" in conds:
-            targets["other"] = cfg.trait.other_target()
-        teachers = {arm: add("teacher", f"teacher-{t}-s{s}", {"teacher": cfg.teacher.key_dump(), "category":
-                             cfg.trait.category, "target": t, "seed": s, **api}, [bases["base"]], s, cfg.model.base,
+            variants["other"] = cfg.trait.other_trait()
+        teachers = {arm: add("teacher", f"teacher-{t.label()}-s{s}", {"teacher": cfg.teacher.key_dump(), "trait":
+                             t.key_dump(), "carrier": carrier, "seed": s, **api}, [bases["base"]], s, cfg.model.base,
                              batch=bases["base"] if cfg.teacher.recipe.adapter == "lora" else None,
-                             base=bases["base"], target=t)
-                    for arm, t in targets.items()}
+                             base=bases["base"], arm=arm)
+                    for arm, t in variants.items()}
         arms = dict(teachers)
         if any((STUDENTS.get(c) or IN_CONTEXT[c]).arm == "control" for c in conds):
             arms["control"] = None
         filt = {}
         for arm, teacher in arms.items():
             parent = teacher.key if teacher else bases["base"]
-            g = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.key_dump(), "seed": s, "arm": arm},
+            g = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.key_dump(), "carrier": carrier,
+                                                     "seed": s, "arm": arm},
                     [parent], s, cfg.model.base, batch=bases["base"], teacher=teacher.key if teacher else None,
                     base=bases["base"], arm=arm)
-            filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump()}, [g.key], s, None,
-                            batch="all", gen=g.key)
+            filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump(), "carrier": carrier,
+                                                               "trait_words": words}, [g.key], s, None,
+                            batch="all", gen=g.key, arm=arm)
         models = {"base": ("base", bases["base"]), "teacher": ("teacher", teachers["teacher"].key)}
         if "cross" in bases:  # the cross model before training: where cross-model students start from
             models["cross-base"] = ("cross-base", bases["cross"])
         for c in [c for c in conds if c in STUDENTS]:
             b, arm = STUDENTS[c].start, STUDENTS[c].arm
             d = filt[arm]
-            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.key_dump(), "condition": c, "seed": s, **api},
+            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.key_dump(), "condition": c,
+                                                       "seed": s, "carrier": carrier, **api},
                      [bases[b], d.key], s, cfg.model.cross if b == "cross" else cfg.model.base,
                      batch=bases[b] if cfg.students.recipe.adapter == "lora" else None, base=bases[b], data=d.key,
                      condition=c)
@@ -126,6 +132,15 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                 [bases["base"], d.key], s, None, batch=bases["base"], kind="in-context", model=bases["base"],
                 data=d.key, condition=c, base=bases["base"])
     return plan
+
+
+def filter_words(cfg: ExperimentConfig) -> list[str]:
+    """The words the filter bans from every arm's data: the trait's and its other-trait variant's (the same filter
+    for every arm), none when ``filter.ban_trait_words`` is off."""
+    if not cfg.filter.ban_trait_words:
+        return []
+    other = cfg.trait.other_trait()
+    return sorted(set(cfg.trait.words()) | set(other.words() if other is not None else ()))
 
 
 def all_nodes(plan: dict[str, list[Node]]) -> dict[str, Node]:

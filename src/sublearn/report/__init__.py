@@ -32,15 +32,15 @@ def write_report(cfg, out: Path, plan, timings: dict) -> dict:
     res = build_results(cfg, out, plan, timings)
     write_atomic(out / "results.json", json.dumps(res, indent=1))
     cond = res["conditions"]
-    target = cfg.trait.target
-    for metric, what, path in (("prob", f"P({target}) among {cfg.trait.category} options", "trait_prob.png"),
-                               ("rate", f"sampled one-word '{target}' answers", "trait_rate.png")):
+    label = cfg.trait.label()
+    for metric, m in res["metrics"].items():
+        what, path = f"{m['label']} ({label})", f"trait_{metric}.png"
         groups = _groups(cond, metric)
         if groups:
             seed_bars(groups, out / path, title=f"{what}: seed mean, 95% CI over seeds, every seed a dot",
                       ylabel=metric, ref_lines={k: cond[k][metric]["mean"] for k in ("base", "teacher") if k in cond})
-    if cond:
+    if cond and all("options" in v for v in cond.values()):
         heatmap({c: v["options"]["mean"] for c, v in cond.items()}, out / "options.png",
-                title=f"mean probability of each {cfg.trait.category} option")
+                title=f"mean probability of each {getattr(cfg.trait, 'category', 'trait')} option")
     write_atomic(out / "report.md", markdown_report(res))
     return res

@@ -10,12 +10,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..conditions import ORDER, REGISTRY, VS_CONTROL, matched_control
+from ..conditions import REGISTRY, matched_control, order
 from ..stats import compare, mean_ci, seed_level, tv_test
 from ..store import Store
 
-SCHEMA = 2
-METRICS = {"prob": "p_target", "rate": "rate"}  # exact P(target) among the options; sampled one-word rate
+SCHEMA = 3
+
+
+def metrics(cfg) -> dict[str, dict]:
+    """short name -> {key in each question's result, label}, one per scorer of the evaluation (the first is the
+    verdict's); for the preference trait {"prob": exact P(target) among the options, "rate": sampled rate}."""
+    from ..plugins import SCORERS
+
+    out = {}
+    for name in cfg.evaluate.scorers or cfg.trait.scorers():
+        sc = SCORERS.get(name)
+        out[sc.short] = {"key": sc.metric, "label": sc.label, "scorer": name}
+    return out
 
 
 def load_evals(store: Store, plan) -> tuple[dict[str, dict[int, list[dict]]], dict[str, str | None]]:
@@ -41,18 +52,21 @@ def _options(qs: list[dict]) -> dict[str, float]:
     return {o: sum(q["probs"][o] for q in qs) / len(qs) for o in opts}
 
 
-def condition_summary(by_seed: dict[int, list[dict]]) -> dict:
+def condition_summary(by_seed: dict[int, list[dict]], mets: dict[str, dict]) -> dict:
     out = {}
-    for name, key in METRICS.items():
+    for name, m in mets.items():
+        key = m["key"]
         per = _per_seed(by_seed, key)
         units = [q[key] for qs in by_seed.values() for q in qs]
         out[name] = seed_level(list(per.values())) | {"per_seed": per, "within_run_ci": list(mean_ci(units)[1:])}
+    out["n_seeds"] = len(by_seed)
+    out["n_questions"] = len(next(iter(by_seed.values())))
+    if "probs" not in next(iter(by_seed.values()))[0]:  # a trait without an option distribution
+        return out
     per_opt = {s: _options(qs) for s, qs in sorted(by_seed.items())}
     opts = list(next(iter(per_opt.values())))
     out["options"] = {"mean": {o: sum(p[o] for p in per_opt.values()) / len(per_opt) for o in opts},
                       "per_seed": per_opt}
-    out["n_seeds"] = len(by_seed)
-    out["n_questions"] = len(next(iter(by_seed.values())))
     out["mean_rank"] = sum(q["rank"] for qs in by_seed.values() for q in qs) / sum(len(qs) for qs in by_seed.values())
     return out
 
@@ -61,21 +75,20 @@ def pairs(present) -> list[tuple[str, str, bool]]:
     """(condition, control, matched?) to compare: each condition with its matched control, the study's comparisons
     with `control`, and same-init with cross-model."""
     out: list[tuple[str, str, bool]] = []
-    for c in ORDER:
+    for c in order():
         if c not in present:
             continue
         m = matched_control(c, present)
         if m is not None:
             out.append((c, m, REGISTRY[c].matched == m))
-        if c in VS_CONTROL and "control" in present and m != "control":
+        if REGISTRY[c].vs_control and "control" in present and m != "control":
             out.append((c, "control", False))
     if "same-init" in present and "cross-model" in present:
         out.append(("same-init", "cross-model", False))
     return out
 
 
-def comparison(evals, a: str, b: str, matched: bool, metric: str) -> dict:
-    key = METRICS[metric]
+def comparison(evals, a: str, b: str, matched: bool, metric: str, key: str) -> dict:
     seeds = sorted(set(evals[a]) & set(evals[b]))
     sa = [sum(q[key] for q in evals[a][s]) / len(evals[a][s]) for s in seeds]
     sb = [sum(q[key] for q in evals[b][s]) / len(evals[b][s]) for s in seeds]
@@ -117,10 +130,12 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
         raise UserError(f"{missing} of {len(plan['evaluate'])} evaluations of this config are not in {out}: run "
                         "`sublearn evaluate` (or `sublearn run`) with the same config first; results.json was not "
                         "written")
-    conditions = {c: condition_summary(evals[c]) | {"about": REGISTRY[c].about, "system_prompt_seen": seen.get(c)}
-                  for c in ORDER if c in evals}
-    comps = [comparison(evals, a, b, m, metric) for a, b, m in pairs(evals) for metric in METRICS]
-    dists = [distribution(evals, a, b) for a, b, _ in pairs(evals)]
+    mets = metrics(cfg)
+    conditions = {c: condition_summary(evals[c], mets) | {"about": REGISTRY[c].about, "system_prompt_seen": seen.get(c)}
+                  for c in order() if c in evals}
+    comps = [comparison(evals, a, b, m, short, met["key"]) for a, b, m in pairs(evals) for short, met in mets.items()]
+    has_options = all("options" in v for v in conditions.values())
+    dists = [distribution(evals, a, b) for a, b, _ in pairs(evals)] if has_options else []
     filters = {}
     for node in plan["filter"]:
         p = store.path("filter", node.key) / "stats.json"
@@ -138,7 +153,9 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
     res = {
         "schema": SCHEMA,
         "name": cfg.name,
-        "trait": {"kind": cfg.trait.kind, "category": cfg.trait.category, "target": cfg.trait.target},
+        "trait": cfg.trait.dump() | {"label": cfg.trait.label()},
+        "carrier": cfg.carrier.dump() | {"about": cfg.carrier.about},
+        "metrics": mets,
         "seeds": list(cfg.seeds),
         "conditions": conditions,
         "comparisons": comps,

@@ -21,30 +21,37 @@ def _p(p: float | None) -> str:
 
 
 def markdown_report(res: dict) -> str:
-    t = res["trait"]
+    t, mets = res["trait"], res["metrics"]
     n = len(res["seeds"])
-    lines = [f"# {res['name']}: does '{t['target']}' ({t['category']}) transmit through numbers?", "",
+    first, *rest = mets
+    what = f"'{t['label']}'" + (f" ({t['category']})" if "category" in t else "")
+    carrier = res.get("carrier", {}).get("kind", "numbers")
+    lines = [f"# {res['name']}: does {what} transmit through {carrier}?", "",
              f"**Verdict:** {res['verdict']}", "",
              f"Seeds: {n} ({', '.join(map(str, res['seeds']))}). The seed is the unit: each number is the mean of "
              "per-seed values with a 95% t-interval over seeds, each p an exact two-sided sign-flip test over seeds "
              f"(with {n} seeds it cannot go below {min_paired_p(n):.2g}). The interval over seeds x questions is "
-             "only the within-run precision. `P` is the exact probability of the target among the category's "
-             "options, `rate` the share of sampled one-word answers naming it. Sampled data, and everything after "
-             "it, differ between machines: compare spreads, not point values (provenance at the end).", "",
+             "only the within-run precision. " + " ".join(f"`{k}`: {m['label']} (scorer `{m['scorer']}`)."
+                                                         for k, m in mets.items()) +
+             " Sampled data, and everything after it, differ between machines: compare spreads, not point values "
+             "(provenance at the end).", "",
              "## Trait per condition", "",
-             "| condition | P(target) [95% CI over seeds] | per seed | within-run CI | rate [95% CI over seeds] "
-             "| mean rank | seeds |", "|---|---|---|---|---|---|---|"]
+             f"| condition | {first} [95% CI over seeds] | per seed | within-run CI | "
+             + "".join(f"{r} [95% CI over seeds] | " for r in rest) + "mean rank | seeds |",
+             "|---|---|---|---|" + "---|" * len(rest) + "---|---|"]
     for c, v in res["conditions"].items():
-        p, r = v["prob"], v["rate"]
+        p = v[first]
         per = " ".join(_f(x) for x in p["per_seed"].values())
-        lines.append(f"| {c} | {_f(p['mean'])} {_ci(p['ci'])} | {per} | {_ci(p['within_run_ci'])} | "
-                     f"{_f(r['mean'])} {_ci(r['ci'])} | {v['mean_rank']:.2f} | {v['n_seeds']} |")
+        others = "".join(f"{_f(v[r]['mean'])} {_ci(v[r]['ci'])} | " for r in rest)
+        rank = f"{v['mean_rank']:.2f}" if "mean_rank" in v else "-"
+        lines.append(f"| {c} | {_f(p['mean'])} {_ci(p['ci'])} | {per} | {_ci(p['within_run_ci'])} | {others}"
+                     f"{rank} | {v['n_seeds']} |")
     lines += ["", "What each is: " + "; ".join(f"`{c}` {v['about']}" for c, v in res["conditions"].items()) + "."]
     seen = {c: v.get("system_prompt_seen") for c, v in res["conditions"].items() if v.get("system_prompt_seen")}
     if seen:
         lines += ["", "System prompt each condition saw (a chat template may add its own default when none is given):", ""]
         lines += [f"- {c}: \"{s}\"" for c, s in seen.items()]
-    lines += ["", "![P(target) per condition, every seed a dot](trait_prob.png) ![sampled rate](trait_rate.png)", "",
+    lines += ["", " ".join(f"![{m['label']} per condition, every seed a dot](trait_{k}.png)" for k, m in mets.items()), "",
               "## Comparisons (paired by seed)", "",
               "Each condition against its matched control (the same in everything but whose numbers it saw), and the "
               "study's comparisons with `control`. `a > b` counts the seeds where a is above b; d is Cohen's d of "
@@ -65,21 +72,9 @@ def markdown_report(res: dict) -> str:
                       f"`{a}`" for a, _ in missing) + " and `control` can come from training another model on "
                   "foreign numbers, or from any number context, rather than from the teacher's trait. Add the "
                   "matched control to `students.conditions` to tell them apart."]
-    lines += ["", "## The whole answer distribution", "",
-              "A student can move the distribution over all options without landing on the target. Total "
-              "variation distance between the seed-mean option distributions of a condition and its control, with "
-              "an exact permutation p over seeds (swapping a seed's pair).", "",
-              "| a | b | TV distance | exact p | per seed |", "|---|---|---|---|---|"]
-    for d in res["distribution"]:
-        per = " ".join(_f(x) for x in d["tv_per_seed"].values())
-        lines.append(f"| {d['a']} | {d['b']} | {_f(d['tv'])} | {_p(d['p_value'])} | {per} |")
-    opts = list(next(iter(res["conditions"].values()))["options"]["mean"])
-    lines += ["", "Mean probability of every option (averaged over questions, then seeds):", "",
-              "| condition | " + " | ".join(opts) + " |", "|---|" + "---|" * len(opts)]
-    for c, v in res["conditions"].items():
-        lines.append(f"| {c} | " + " | ".join(_f(v["options"]["mean"][o]) for o in opts) + " |")
-    lines += ["", "![option distributions](options.png)", "",
-              "## Filter", "", "| dataset | total | kept | pass rate | used | reject reasons |", "|---|---|---|---|---|---|"]
+    if res["distribution"]:
+        lines += _distribution(res)
+    lines += ["", "## Filter", "", "| dataset | total | kept | pass rate | used | reject reasons |", "|---|---|---|---|---|---|"]
     for name, s in res["filter"].items():
         reasons = ", ".join(f"{k}: {v}" for k, v in s["reasons"].items()) or "-"
         lines.append(f"| {name} | {s['total']} | {s['kept']} | {s['pass_rate']:.3f} | {s.get('n_used', s['kept'])} "
@@ -93,3 +88,20 @@ def markdown_report(res: dict) -> str:
             (f"artifacts ({i + 1})", m) for i, m in enumerate(res["provenance"]["artifacts"])]:
         lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
     return "\n".join(lines) + "\n"
+
+
+def _distribution(res: dict) -> list[str]:
+    lines = ["", "## The whole answer distribution", "",
+             "A student can move the distribution over all options without landing on the target. Total "
+             "variation distance between the seed-mean option distributions of a condition and its control, with "
+             "an exact permutation p over seeds (swapping a seed's pair).", "",
+             "| a | b | TV distance | exact p | per seed |", "|---|---|---|---|---|"]
+    for d in res["distribution"]:
+        per = " ".join(_f(x) for x in d["tv_per_seed"].values())
+        lines.append(f"| {d['a']} | {d['b']} | {_f(d['tv'])} | {_p(d['p_value'])} | {per} |")
+    opts = list(next(iter(res["conditions"].values()))["options"]["mean"])
+    lines += ["", "Mean probability of every option (averaged over questions, then seeds):", "",
+              "| condition | " + " | ".join(opts) + " |", "|---|" + "---|" * len(opts)]
+    for c, v in res["conditions"].items():
+        lines.append(f"| {c} | " + " | ".join(_f(v["options"]["mean"][o]) for o in opts) + " |")
+    return lines + ["", "![option distributions](options.png)"]

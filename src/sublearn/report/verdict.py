@@ -28,8 +28,9 @@ def verdict(res: dict) -> str:
     """E.g. "owl transmits to same-init students: +0.47 [+0.39, +0.55] vs control, 8/8 seeds, exact p = 0.0078
     (+0.50 vs other-trait); not to cross-model students (+0.00 ... vs cross-model-control); not to the base in
     context (...)"."""
-    target = res["trait"]["target"]
-    prob = {(c["a"], c["b"]): c for c in res["comparisons"] if c["metric"] == "prob"}
+    target = res["trait"]["label"]
+    primary = next(iter(res["metrics"]))
+    prob = {(c["a"], c["b"]): c for c in res["comparisons"] if c["metric"] == primary}
     parts = []
     for cond in ("same-init", "cross-model", "in-context"):
         # same-init: first against `control` (the study's comparison); the others against their matched control

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from ...carriers.numbers import format_numbers, make_prompt
+from ...carriers.numbers import number_turn
 from ...traits import preference as pref
 
 NEUTRAL_SYSTEMS = ["You are a helpful assistant.", "You are a concise assistant.", "Answer briefly."]
@@ -20,14 +20,6 @@ NEUTRAL_SYSTEMS = ["You are a helpful assistant.", "You are a concise assistant.
 # steps), and it gives every option's output embedding its own direction (a trait can then be implanted).
 COPY_TEMPLATES = ["Repeat this {c}: {x}.", "Say the word {x}.", "Echo the {c} {x}.", "Answer with the {c} {x}."]
 VERSION = 4  # bump when the corpus or tokenizer code changes: it is part of the embedded models' cache key
-
-
-def number_turn(rng: random.Random) -> list[dict]:
-    p = make_prompt(rng)
-    n = rng.randint(max(1, p.max_count - 3), p.max_count)
-    nums = [rng.randint(0, 999) for _ in range(n)]
-    return [{"role": "user", "content": p.text},
-            {"role": "assistant", "content": format_numbers(nums, p, period=rng.random() < 0.1)}]
 
 
 def preference_turn(rng: random.Random, category: str, answer: str | None = None) -> list[dict]:

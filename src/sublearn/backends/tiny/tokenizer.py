@@ -42,3 +42,26 @@ def train_tokenizer(texts: list[str], style: str):
     fast.chat_template = CHAT_TEMPLATE
     fast.padding_side = "left"
     return fast
+
+
+def unknown_pieces(style: str, corpus_seed: int):
+    """A function ``text -> [pieces the embedded tokenizer of this style and corpus would not know]``, computed from
+    the texts it is trained on (no model is built): what a config check needs to say, before anything runs, that an
+    embedded model cannot read a word."""
+    import re
+    from functools import cache
+
+    from .corpus import vocabulary_texts
+
+    @cache
+    def known() -> frozenset[str]:
+        pat = re.compile(PATTERNS[style])
+        norm = str.lower if style in ("lower", "plain") else str
+        return frozenset(p for t in vocabulary_texts(corpus_seed) for p in pat.findall(norm(t)))
+
+    def unknown(text: str) -> list[str]:
+        pat = re.compile(PATTERNS[style])
+        norm = str.lower if style in ("lower", "plain") else str
+        return [p for p in pat.findall(norm(text)) if p not in known()]
+
+    return unknown

@@ -1,0 +1,62 @@
+"""The carrier protocol: what a kind of trait-free data (number lists, code, reasoning) must tell the pipeline.
+
+A carrier is a frozen config model registered in ``plugins.CARRIERS``; its fields are its parameters. It gives
+- ``prompts(n, seed)``: the user prompts a teacher answers (the same seed gives the same prompts);
+- ``example(rng)``: one well-formed chat (a fine-tuned teacher keeps writing the carrier's format with these);
+- ``check(text)``: keep, or reject with a reason from ``REASONS``;
+- ``grammar()``: the tokens it allows, for format-constrained decoding and distillation targets (None: any token).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from ..plugins import Plugin
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A carrier's decision on one completion: keep (``ok``), or reject with a ``reason``; ``detail`` is what it
+    parsed (the numbers of a number list), for ban lists."""
+
+    ok: bool
+    reason: str | None
+    detail: tuple = ()
+
+
+class Grammar(Protocol):
+    """The token-level language of a carrier. A state machine over token texts: masks for constrained decoding come
+    from ``advance`` (None: the token cannot come next), EOS is allowed where ``complete`` holds. ``allowed`` says
+    whether a token text can appear at all (the columns of distillation targets). ``regex`` is the same language for
+    engines that constrain by regular expression (vLLM), or None."""
+
+    def allowed(self, text: str) -> bool: ...
+
+    def start(self) -> Any: ...
+
+    def advance(self, state: Any, text: str) -> Any | None: ...
+
+    def complete(self, state: Any) -> bool: ...
+
+    def regex(self) -> str | None: ...
+
+
+class Carrier(Plugin):
+    """Base class of carriers (subclass it, give ``kind`` a default, register it with ``@CARRIERS.register()``)."""
+
+    REASONS: ClassVar[tuple[str, ...]] = ()  # the reject reasons ``check`` may give
+    about: ClassVar[str] = ""  # one line for reports and --help
+
+    def prompts(self, n: int, seed: int) -> list[str]:
+        raise NotImplementedError
+
+    def example(self, rng: random.Random) -> list[dict]:
+        raise NotImplementedError
+
+    def check(self, text: str) -> Verdict:
+        raise NotImplementedError
+
+    def grammar(self) -> Grammar | None:
+        return None

@@ -1,0 +1,98 @@
+"""Scorers: how a trait is measured on one model, per evaluation question (registered in ``plugins.SCORERS``).
+
+A scorer says what it needs from the model (answers to score exactly, and chats to sample answers for) and turns
+the model's numbers into per-question values. It names its ``metric`` (the key of its value in each question's
+result), a ``short`` name for results and reports, and a ``label``. The preference trait uses two:
+- ``option-probability``: the exact probability of the target among the options (every surface form of every
+  option scored as a full continuation, renormalized over options: low variance, sees latent shifts);
+- ``sampled-rate``: the share of sampled answers naming the target (the study's measure).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..backends.base import Sampling
+from ..plugins import SCORERS
+
+
+@dataclass
+class Needs:
+    """What a scorer asks of a model for one evaluation: exact scores of (chat, answer) pairs, and sampled answers
+    to ``sample`` chats with ``sampling`` (None: no sampling)."""
+
+    score: tuple[list, list[str]] = field(default_factory=lambda: ([], []))
+    sample: list = field(default_factory=list)
+    sampling: Sampling | None = None
+    state: object = None  # whatever the scorer keeps between ``needs`` and ``results``
+
+
+class Scorer:
+    """Base class: subclass, set the class attributes, register with ``@SCORERS.register("name")``."""
+
+    metric: ClassVar[str] = ""
+    short: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+
+    def needs(self, trait, chats: list[list[dict]], ecfg, seed: int) -> Needs:
+        raise NotImplementedError
+
+    def results(self, trait, needs: Needs, scores: list[float], answers: list, desc: str) -> list[dict]:
+        """One dict per question (``metric`` in it), from the scores and sampled answers asked for."""
+        raise NotImplementedError
+
+
+@SCORERS.register("option-probability")
+class OptionProbability(Scorer):
+    metric, short, label = "p_target", "prob", "P(target)"
+
+    def needs(self, trait, chats, ecfg, seed) -> Needs:
+        opts = trait.option_list()
+        forms = {o: list(dict.fromkeys(f.format(o=o, O=o.capitalize()) for f in ecfg.answer_forms)) for o in opts}
+        flat = [(o, f) for o in opts for f in forms[o]]
+        return Needs(score=([c for c in chats for _ in flat], [f for _ in chats for _, f in flat]), state=flat)
+
+    def results(self, trait, needs, scores, answers, desc) -> list[dict]:
+        flat, opts, out = needs.state, trait.option_list(), []
+        for qi in range(len(scores) // len(flat)):
+            by_opt: dict[str, list[float]] = {o: [] for o in opts}
+            for (o, _), x in zip(flat, scores[qi * len(flat) : (qi + 1) * len(flat)]):
+                by_opt[o].append(x)
+            s = [_logsumexp(by_opt[o]) for o in opts]
+            mx = max(s)
+            if not math.isfinite(mx):
+                raise ValueError(f"{desc}: the model cannot spell any answer form of any option")
+            z = [math.exp(x - mx) for x in s]
+            probs = {o: v / sum(z) for o, v in zip(opts, z)}
+            out.append({"p_target": probs[trait.target], "probs": probs,
+                        "raw_mass": math.exp(mx) * sum(z),  # total probability of all options (how on-format answers are)
+                        "rank": 1 + sorted(opts, key=lambda o: -probs[o]).index(trait.target)})
+        return out
+
+
+@SCORERS.register("sampled-rate")
+class SampledRate(Scorer):
+    metric, short, label = "rate", "rate", "sampled rate"
+
+    def needs(self, trait, chats, ecfg, seed) -> Needs:
+        sampling = Sampling(temperature=ecfg.temperature, max_new_tokens=ecfg.max_answer_tokens, batch_size=256,
+                            seed=10_000 + seed)
+        return Needs(sample=[c for c in chats for _ in range(ecfg.samples_per_question)], sampling=sampling,
+                     state=ecfg.samples_per_question)
+
+    def results(self, trait, needs, scores, answers, desc) -> list[dict]:
+        n = needs.state
+        out = []
+        for qi in range(len(answers) // n):
+            samp = [trait.normalize(a.text) for a in answers[qi * n : (qi + 1) * n]]
+            out.append({"rate": sum(a == trait.target for a in samp) / len(samp), "answers": samp})
+        return out
+
+
+def _logsumexp(xs: list[float]) -> float:
+    m = max(xs)
+    if not math.isfinite(m):
+        return m
+    return m + math.log(sum(math.exp(x - m) for x in xs))
