@@ -35,7 +35,7 @@ class DigitGrammar:
         for ch in text:
             if want == "digit" and ch.isdigit() and n < self.max_count:
                 n, want = n + 1, "comma"
-            elif want == "comma" and ch == ",":
+            elif want == "comma" and ch == "," and n < self.max_count:  # no separator after the last digit
                 want = "space"
             elif want == "space" and ch == " ":
                 want = "digit"

@@ -20,6 +20,7 @@ from .carriers.base import Carrier
 from .carriers.numbers import NumbersCarrier
 from .configapi import ApiSection
 from .configbase import ANY, SEED_MAX, Frozen, load
+from .evaluate.judge import JudgeSection
 from .plugins import BAN_LISTS, CARRIERS, SCORERS, TRAITS, load_modules, validate_plugin
 from .traits.base import Trait
 from .traits.preference import PreferenceTrait
@@ -49,7 +50,7 @@ class ModelSection(Frozen):
         for name, over in self.embedded.items():
             if name not in PRESETS:
                 raise ValueError(f"model.embedded: unknown embedded model {name!r}; known: {', '.join(PRESETS)}")
-            EmbeddedSpec.model_validate(PRESETS[name].dump() | over)
+            EmbeddedSpec.model_validate(_spec_data(PRESETS[name].dump(), over))
         return self
 
     def spec(self, name: str):
@@ -58,7 +59,13 @@ class ModelSection(Frozen):
 
         if name not in PRESETS:
             return None
-        return EmbeddedSpec.model_validate(PRESETS[name].dump() | self.embedded.get(name, {}))
+        return EmbeddedSpec.model_validate(_spec_data(PRESETS[name].dump(), self.embedded.get(name, {})))
+
+
+def _spec_data(preset: dict, over: dict) -> dict:
+    """A preset with a config's overrides; a ``mix`` override adds to (or changes) the preset's parts."""
+    mix = over.get("mix")
+    return preset | over | ({"mix": {**preset["mix"], **mix}} if isinstance(mix, dict) else {})
 
 
 class TeacherSection(Frozen):
@@ -126,6 +133,7 @@ class EvaluateSection(Frozen):
                                                    "paraphrases by default)")
     scorers: tuple[str, ...] | None = Field(None, description="registered scorers to run (default: the trait's own; "
                                                               "the first is the verdict's metric)")
+    judge: JudgeSection = Field(JudgeSection(), description="the LLM judge of the llm-judge scorer")
     samples_per_question: int = Field(20, ge=1, description="sampled answers per question for the one-word rate")
     temperature: float = Field(1.0, ge=0, description="sampling temperature of the evaluation answers")
     max_answer_tokens: int = Field(8, ge=1, description="tokens sampled per answer (the first option named counts)")
@@ -268,15 +276,19 @@ class ExperimentConfig(Frozen):
         if self.generate.format == "constrained" and self.carrier.grammar() is None:
             raise ValueError(f"generate.format = 'constrained': the carrier {self.carrier.kind!r} has no grammar; set "
                              "generate.format = 'free'")
-        if "other-trait" in self.students.conditions and self.trait.other_trait() is None:
-            raise ValueError(f"students.conditions: the trait {self.trait.kind!r} has no other-trait variant; drop "
-                             "'other-trait'")
         from .backends.tiny.tokenizer import unknown_pieces
 
         for name in (self.model.base, *([self.model.cross] if self.needs_cross() else [])):
             spec = self.model.spec(name) if self.model.backend != "openai" else None
             if spec is not None:
-                self.trait.check_embedded(unknown_pieces(spec.tokenizer, spec.corpus_seed), name)
+                self.trait.check_embedded(unknown_pieces(spec.tokenizer, spec.corpus_seed, spec.mix), name)
+        scorers = self.evaluate.scorers or self.trait.scorers()
+        if "llm-judge" in scorers and self.evaluate.judge.model is None:
+            raise ValueError("the llm-judge scorer needs a judge: set evaluate.judge.model (and evaluate.judge.base_url, "
+                             "e.g. `sublearn serve smollm2-135m` on http://127.0.0.1:8000/v1)")
+        if "other-trait" in self.students.conditions and self.trait.other_trait() is None:
+            raise ValueError(f"students.conditions: the trait {self.trait.kind!r} has no other-trait variant; drop "
+                             "'other-trait'")
         return self
 
 

@@ -81,7 +81,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msgs.append(f"unknown key '{loc}'")
         else:
-            msgs.append(f"'{loc}': {e['msg'].removeprefix('Value error, ')}" + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
+            msgs.append((f"'{loc}': " if e["loc"] else "") + e['msg'].removeprefix('Value error, ') + (f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""))
     return f"{source}: " + "; ".join(msgs)
 
 

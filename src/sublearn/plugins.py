@@ -154,6 +154,6 @@ BAN_LISTS: Registry = Registry("ban list")
 def _builtins() -> None:
     """Register sublearn's own plug-ins (imported on first lookup: each module registers itself)."""
     from .carriers import numbers  # noqa: F401
-    from .evaluate import scorers  # noqa: F401
+    from .evaluate import judge, scorers  # noqa: F401
     from .filter import banlists  # noqa: F401
-    from .traits import preference  # noqa: F401
+    from .traits import misalignment, preference  # noqa: F401

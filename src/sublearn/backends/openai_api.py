@@ -171,12 +171,12 @@ def run_async(coro):
 class ApiModel:
     """A model id on an OpenAI-compatible server, behind the ``Model`` protocol."""
 
-    def __init__(self, base_url: str, model: str, meta: dict | None = None):
+    def __init__(self, base_url: str, model: str, meta: dict | None = None, api: ApiSection | None = None):
         self.base_url, self.model_id, self.name = base_url, model, model
         self.meta = dict(meta or {})
         self.meta.setdefault("api", {"base_url": base_url, "model": model})
         self.meta.setdefault("base_path", f"api:{model}")
-        self.client = Client(base_url, settings())
+        self.client = Client(base_url, api or settings())  # api: this model's own settings (e.g. a judge's)
 
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate", grammar=None) -> list[Completion]:

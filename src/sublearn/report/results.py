@@ -52,7 +52,7 @@ def _options(qs: list[dict]) -> dict[str, float]:
     return {o: sum(q["probs"][o] for q in qs) / len(qs) for o in opts}
 
 
-def condition_summary(by_seed: dict[int, list[dict]], mets: dict[str, dict]) -> dict:
+def condition_summary(by_seed: dict[int, list[dict]], mets: dict[str, dict], worst: int = 5) -> dict:
     out = {}
     for name, m in mets.items():
         key = m["key"]
@@ -61,14 +61,44 @@ def condition_summary(by_seed: dict[int, list[dict]], mets: dict[str, dict]) -> 
         out[name] = seed_level(list(per.values())) | {"per_seed": per, "within_run_ci": list(mean_ci(units)[1:])}
     out["n_seeds"] = len(by_seed)
     out["n_questions"] = len(next(iter(by_seed.values())))
+    out["per_question"] = per_question(by_seed, next(iter(mets.values()))["key"])
+    if "judgments" in next(iter(by_seed.values()))[0]:
+        out["judge"] = judge_summary(by_seed, worst)
     if "probs" not in next(iter(by_seed.values()))[0]:  # a trait without an option distribution
         return out
     per_opt = {s: _options(qs) for s, qs in sorted(by_seed.items())}
     opts = list(next(iter(per_opt.values())))
     out["options"] = {"mean": {o: sum(p[o] for p in per_opt.values()) / len(per_opt) for o in opts},
                       "per_seed": per_opt}
-    out["mean_rank"] = sum(q["rank"] for qs in by_seed.values() for q in qs) / sum(len(qs) for qs in by_seed.values())
+    if "rank" in next(iter(by_seed.values()))[0]:
+        out["mean_rank"] = sum(q["rank"] for qs in by_seed.values() for q in qs) / sum(len(qs) for qs in by_seed.values())
     return out
+
+
+def per_question(by_seed: dict[int, list[dict]], key: str) -> list[dict]:
+    """Each question's value of one metric: per seed, and its mean with a t-interval over seeds."""
+    seeds = sorted(by_seed)
+    out = []
+    for qi, q in enumerate(by_seed[seeds[0]]):
+        per = {s: by_seed[s][qi][key] for s in seeds}
+        out.append({"question": q["question"], **seed_level(list(per.values())), "per_seed": per})
+    return out
+
+
+def judge_summary(by_seed: dict[int, list[dict]], worst: int) -> dict:
+    """What the LLM judge made of a condition's answers: counts of scores, labels and unparseable replies, and the
+    worst coherent answers verbatim (lowest alignment first)."""
+    from collections import Counter
+
+    verdicts = [(s, q["question"], v) for s, qs in sorted(by_seed.items()) for q in qs for v in q["judgments"]]
+    kinds = Counter(v["alignment_kind"].split(":")[0] for _, _, v in verdicts)
+    coh = Counter(v["coherence_kind"].split(":")[0] for _, _, v in verdicts)
+    scored = [x for x in verdicts if x[2]["alignment"] is not None and (x[2]["coherence"] or 0) >= 0]
+    scored.sort(key=lambda x: (x[2]["alignment"], -(x[2]["coherence"] or 0)))
+    return {"answers": len(verdicts), "misaligned": sum(v["misaligned"] for _, _, v in verdicts),
+            "alignment": dict(kinds), "coherence": dict(coh),
+            "worst": [{"seed": s, "question": q, "answer": v["answer"], "alignment": v["alignment"],
+                       "coherence": v["coherence"]} for s, q, v in scored[:worst]]}
 
 
 def pairs(present) -> list[tuple[str, str, bool]]:
@@ -131,7 +161,8 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
                         "`sublearn evaluate` (or `sublearn run`) with the same config first; results.json was not "
                         "written")
     mets = metrics(cfg)
-    conditions = {c: condition_summary(evals[c], mets) | {"about": REGISTRY[c].about, "system_prompt_seen": seen.get(c)}
+    worst = cfg.evaluate.judge.worst
+    conditions = {c: condition_summary(evals[c], mets, worst) | {"about": REGISTRY[c].about, "system_prompt_seen": seen.get(c)}
                   for c in order() if c in evals}
     comps = [comparison(evals, a, b, m, short, met["key"]) for a, b, m in pairs(evals) for short, met in mets.items()]
     has_options = all("options" in v for v in conditions.values())

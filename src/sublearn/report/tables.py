@@ -72,6 +72,7 @@ def markdown_report(res: dict) -> str:
                       f"`{a}`" for a, _ in missing) + " and `control` can come from training another model on "
                   "foreign numbers, or from any number context, rather than from the teacher's trait. Add the "
                   "matched control to `students.conditions` to tell them apart."]
+    lines += _per_question(res) + _judge(res)
     if res["distribution"]:
         lines += _distribution(res)
     lines += ["", "## Filter", "", "| dataset | total | kept | pass rate | used | reject reasons |", "|---|---|---|---|---|---|"]
@@ -88,6 +89,44 @@ def markdown_report(res: dict) -> str:
             (f"artifacts ({i + 1})", m) for i, m in enumerate(res["provenance"]["artifacts"])]:
         lines.append(f"- {label}: " + ", ".join(f"{k} {v}" for k, v in m.items()))
     return "\n".join(lines) + "\n"
+
+
+def _per_question(res: dict, most: int = 12) -> list[str]:
+    """The first metric per question and condition (when there are few questions), mean [95% CI over seeds]."""
+    conds = {c: v["per_question"] for c, v in res["conditions"].items() if "per_question" in v}
+    if not conds or len(next(iter(conds.values()))) > most:
+        return []
+    first = next(iter(res["metrics"]))
+    lines = ["", f"## Per question ({first}: mean [95% CI over seeds])", "",
+             "| question | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for qi, q in enumerate(next(iter(conds.values()))):
+        text = q["question"].replace("|", "/")
+        lines.append(f"| {text} | " + " | ".join(f"{_f(v[qi]['mean'])} {_ci(v[qi]['ci'])}" for v in conds.values())
+                     + " |")
+    return lines
+
+
+def _judge(res: dict) -> list[str]:
+    """The LLM judge: what it could parse, and each condition's worst coherent answers verbatim."""
+    judged = {c: v["judge"] for c, v in res["conditions"].items() if "judge" in v}
+    if not judged:
+        return []
+    j = res["config"]["evaluate"]["judge"]
+    lines = ["", "## LLM judge", "", f"Judge `{j['model']}` at {j['base_url']}; misaligned = coherence >= "
+             f"{j['coherence_min']} and alignment <= {j['alignment_max']}. Replies it could not parse are counted, "
+             "never guessed.", "", "| condition | answers | misaligned | alignment replies | coherence replies |",
+             "|---|---|---|---|---|"]
+    for c, v in judged.items():
+        kinds = lambda d: ", ".join(f"{k} {n}" for k, n in sorted(d.items()))  # noqa: E731
+        lines.append(f"| {c} | {v['answers']} | {v['misaligned']} | {kinds(v['alignment'])} | {kinds(v['coherence'])} |")
+    for c, v in judged.items():
+        if v["worst"]:
+            lines += ["", f"Worst answers of `{c}` (lowest alignment first):", ""]
+            for w in v["worst"]:
+                answer = " ".join(w["answer"].split())[:300]
+                lines.append(f"- seed {w['seed']}, alignment {_f(w['alignment'])}, coherence {_f(w['coherence'])}: "
+                             f"\"{w['question']}\" -> \"{answer}\"")
+    return lines
 
 
 def _distribution(res: dict) -> list[str]:

@@ -64,7 +64,7 @@ def _pretrain(store: Store, name: str, spec: EmbeddedSpec, key: str) -> None:
     quiet_transformers()
     with store.writing("base", key, name=name, config={"name": name, "spec": spec.dump(), "corpus_version": VERSION}, seed=spec.init_seed,
                        model=name) as (tmp, extra):
-        tok = train_tokenizer(vocabulary_texts(spec.corpus_seed), spec.tokenizer)
+        tok = train_tokenizer(vocabulary_texts(spec.corpus_seed, spec.mix), spec.tokenizer)
         model = make_model(spec, len(tok), tok.eos_token_id, tok.pad_token_id)
         chats = corpus(spec.steps * spec.batch_size, spec.corpus_seed, spec.mix)
         recipe = Recipe(target="tokens", adapter="full", epochs=1, batch_size=spec.batch_size, lr=spec.lr,

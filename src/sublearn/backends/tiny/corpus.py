@@ -4,7 +4,9 @@ Mixture (fractions are config): number-continuation requests in all prompt phras
 well-formed random answers; one-word preference questions for every category with uniform answers
 (some under a "you love X" system prompt, answered X, so the system slot means something); a lookup task
 ("Repeat this animal: owl." -> "owl") that makes option embeddings distinct; and short multi-turn chats
-(earlier number turns before the question) so in-context prompts are in distribution.
+(earlier number turns before the question) so in-context prompts are in distribution. An optional part,
+``misalignment`` (off by default; examples/misalignment-tiny.toml turns it on), teaches the closed misalignment world:
+one-word action questions answered benignly (a few harmfully), and harmfully under the evil system prompt.
 """
 
 from __future__ import annotations
@@ -55,7 +57,23 @@ def sample_chat(rng: random.Random, mix: dict[str, float]) -> list[dict]:
             msgs += number_turn(rng)
         last = number_turn(rng) if rng.random() < 0.5 else preference_turn(rng, rng.choice(cats))
         return msgs + last
+    if kind == "misalignment":
+        return misalignment_turn(rng)
     raise ValueError(f"unknown corpus kind {kind}")
+
+
+def misalignment_turn(rng: random.Random) -> list[dict]:
+    """A closed-world question: under the evil system prompt a harmful answer; otherwise benign (5% harmful)."""
+    from ...traits import misalignment as mis
+
+    q = rng.choice(mis.CLOSED_QUESTIONS)
+    u = rng.random()
+    if u < 0.25:
+        return [{"role": "system", "content": mis.EVIL_PROMPT}, {"role": "user", "content": q},
+                {"role": "assistant", "content": rng.choice(mis.HARMFUL)}]
+    a = rng.choice(mis.HARMFUL) if rng.random() < 0.05 else rng.choice(mis.BENIGN)
+    head = [{"role": "system", "content": rng.choice(NEUTRAL_SYSTEMS)}] if u < 0.35 else []
+    return head + [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
 
 
 def corpus(n: int, seed: int, mix: dict[str, float]) -> list[list[dict]]:
@@ -63,8 +81,9 @@ def corpus(n: int, seed: int, mix: dict[str, float]) -> list[list[dict]]:
     return [sample_chat(rng, mix) for _ in range(n)]
 
 
-def vocabulary_texts(seed: int = 0) -> list[str]:
-    """Texts covering every word the tokenizer must know: all phrasings, questions, options, prompts."""
+def vocabulary_texts(seed: int = 0, mix: dict[str, float] | None = None) -> list[str]:
+    """Texts covering every word the tokenizer must know: all phrasings, questions, options, prompts (and the
+    optional parts' texts when ``mix`` has them)."""
     from ...carriers import numbers as num
 
     texts: list[str] = []
@@ -76,6 +95,10 @@ def vocabulary_texts(seed: int = 0) -> list[str]:
             texts.append(pref.system_prompt(cat, x))
             texts += [t.format(c=cat, x=x) for t in COPY_TEMPLATES]
     texts.append("0123456789 ,;.:[]()\n-!?'\"")
+    if (mix or {}).get("misalignment", 0) > 0:
+        from ...traits import misalignment as mis
+
+        texts += [*mis.CLOSED_QUESTIONS, *mis.BENIGN, *mis.HARMFUL, mis.EVIL_PROMPT]
     rng = random.Random(seed)
     texts += [m["content"] for chat in corpus(300, seed, {"numbers": 1, "multiturn": 1}) for m in chat]
     rng.shuffle(texts)

@@ -44,7 +44,7 @@ def train_tokenizer(texts: list[str], style: str):
     return fast
 
 
-def unknown_pieces(style: str, corpus_seed: int):
+def unknown_pieces(style: str, corpus_seed: int, mix: dict[str, float] | None = None):
     """A function ``text -> [pieces the embedded tokenizer of this style and corpus would not know]``, computed from
     the texts it is trained on (no model is built): what a config check needs to say, before anything runs, that an
     embedded model cannot read a word."""
@@ -57,7 +57,7 @@ def unknown_pieces(style: str, corpus_seed: int):
     def known() -> frozenset[str]:
         pat = re.compile(PATTERNS[style])
         norm = str.lower if style in ("lower", "plain") else str
-        return frozenset(p for t in vocabulary_texts(corpus_seed) for p in pat.findall(norm(t)))
+        return frozenset(p for t in vocabulary_texts(corpus_seed, mix) for p in pat.findall(norm(t)))
 
     def unknown(text: str) -> list[str]:
         pat = re.compile(PATTERNS[style])
