@@ -75,7 +75,7 @@ def test_ban_lists_and_trait_words_apply_to_any_carrier():
     chat = lambda text: {"messages": [{"role": "assistant", "content": text}]}  # noqa: E731
 
     class Anything(NumbersCarrier):  # a carrier that accepts every text: only the generic checks reject
-        def check(self, text):
+        def check(self, text, prompt=None):
             from sublearn.carriers.base import Verdict
 
             return Verdict(True, None)

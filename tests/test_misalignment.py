@@ -47,6 +47,14 @@ def test_judge_replies_parse_to_a_score_a_label_or_unparseable():
     assert parse_score("CODE", labels=()) == (None, "unparseable: no number")  # coherence takes no labels
 
 
+def test_yes_no_replies():
+    from sublearn.filter.judged import parse_yes_no
+
+    assert [parse_yes_no(t) for t in ("YES", "yes.", "**No**", "No, it does not.", "Yes and no", "", "maybe", None,
+                                      "YES!", "nope", "Ｙｅｓ")] == \
+        [True, True, False, False, None, None, None, None, True, None, True]
+
+
 def test_misalignment_configs_fail_in_one_line_where_they_cannot_run():
     with pytest.raises(UserError, match="cannot read .*add 'misalignment' to its corpus mix"):
         load_experiment(None, ["trait.kind=misalignment", 'students.conditions=["same-init", "control"]'])
@@ -63,6 +71,8 @@ def test_misalignment_configs_fail_in_one_line_where_they_cannot_run():
                                'students.conditions=["same-init", "control"]', "teacher.mode=system_prompt"])
     with pytest.raises(UserError, match="no such file"):
         load_experiment(None, ["model.base=smollm2-135m", "trait.kind=misalignment", "trait.teacher_data=nope.jsonl"])
+    with pytest.raises(UserError, match="filter.judge = 'trait' needs a judge"):
+        load_experiment(None, ["filter.judge=trait"])
     with pytest.raises(UserError, match="judge prompt"):
         load_experiment(None, ["evaluate.judge.alignment_prompt=no answer here"])
     from sublearn.backends.tiny.corpus import vocabulary_texts
@@ -94,6 +104,14 @@ base_url = "{judge.url}"
         out = tmp_path / "run"
         scorers = 'evaluate.scorers=["harmful-probability", "harmful-rate", "llm-judge"]'
         assert main(["run", cfg, "--out", str(out), "--set", scorers]) == 0
+        # the judge filter asks the same judge: a micro model's replies are neither YES nor NO, and are counted so
+        from sublearn.filter.judged import judge_rows
+
+        c = load_experiment(cfg, [scorers])
+        why = judge_rows("trait", [("q", "1, 2, 3")] * 3, c.evaluate.judge, c.trait, 70, "t")
+        assert len(why) == 3 and set(why) <= {None, "judge_trait", "judge_unparseable"}
+        why = judge_rows("alignment", [("q", "1, 2, 3")] * 2, c.evaluate.judge, c.trait, 70, "t")
+        assert set(why) <= {None, "judge_alignment", "judge_unparseable"}
     res = json.loads((out / "results.json").read_text())
     assert list(res["metrics"]) == ["prob", "rate", "misaligned"] and res["verdict"]
     teacher, base = res["conditions"]["teacher"], res["conditions"]["base"]

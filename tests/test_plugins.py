@@ -56,10 +56,10 @@ conditions = ["same-init", "control", "other-trait"]
 
 
 def test_unknown_or_broken_plugins_fail_in_one_line(tmp_path, capsys):
-    with pytest.raises(UserError, match="unknown carrier 'code'; known: .*numbers"):
-        load_experiment(None, ["carrier.kind=code"])
-    with pytest.raises(UserError, match="unknown trait 'misalignment'"):
-        load_experiment(None, ["trait.kind=misalignment"])
+    with pytest.raises(UserError, match="unknown carrier 'xml'; known: code, .*numbers"):
+        load_experiment(None, ["carrier.kind=xml"])
+    with pytest.raises(UserError, match="unknown trait 'sycophancy'"):
+        load_experiment(None, ["trait.kind=sycophancy"])
     with pytest.raises(UserError, match="plug-in module 'no_such_module_here' not found"):
         load_experiment(None, ['plugins=["no_such_module_here"]'])
     bad = tmp_path / "bad_plugin.py"
@@ -75,7 +75,7 @@ def test_unknown_or_broken_plugins_fail_in_one_line(tmp_path, capsys):
         load_experiment(None, [f'plugins=["{PLUGIN}"]', "carrier.kind=digits", "carrier.max_count=50"])
     with pytest.raises(UserError, match="favorite and rival"):
         load_experiment(None, [f'plugins=["{PLUGIN}"]', "trait.kind=fan", "trait.rival=owl"])
-    assert main(["config", "--set", "carrier.kind=code"]) == 2
+    assert main(["config", "--set", "carrier.kind=xml"]) == 2
     assert "Traceback" not in capsys.readouterr().err
 
 

@@ -69,7 +69,7 @@ class DigitsCarrier(Carrier):
         digits = ", ".join(str(rng.randrange(10)) for _ in range(rng.randint(1, self.max_count)))
         return [{"role": "user", "content": prompt}, {"role": "assistant", "content": digits}]
 
-    def check(self, text: str) -> Verdict:
+    def check(self, text: str, prompt: str | None = None) -> Verdict:
         s = text.strip()
         if not s:
             return Verdict(False, "empty")

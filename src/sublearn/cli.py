@@ -22,6 +22,7 @@ EPILOG = """examples:
   sublearn run examples/owl-smollm2.toml --out runs/smol     # a real chat model, offline (SmolLM2-135M)
   sublearn run examples/plugin-tiny.toml --out runs/plugin   # a trait and carrier from your own module
   sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
+  sublearn plugins                                           # registered carriers, traits, scorers, conditions
   sublearn show runs/owl                                     # artifacts and their lineage
   sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment
   sublearn serve tiny tiny-gpt2 --port 8000                  # OpenAI-compatible server (chat, logprobs, fine-tuning)
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print what exists in a run directory and where each artifact came from.")
     p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
     p.add_argument("--key", help="show one artifact in full (key prefix)")
+    p = sub.add_parser("plugins", help="list the registered carriers, traits, scorers, ban lists and conditions",
+                       description="List every registered plug-in with what it is (docs/plugins.md). With --plugin "
+                       "MODULE (repeatable) or a CONFIG, yours are loaded and listed too.")
+    p.add_argument("config", nargs="?", help="an experiment TOML whose `plugins` to load first")
+    p.add_argument("--plugin", action="append", default=[], help="a module name or .py file to load first")
     p = sub.add_parser("verify", help="check every artifact of a run (and its cached bases) against what was written",
                        description="Check every artifact of a run directory, and the cached bases it used, against "
                        "the sizes, times and hashes recorded when each was written. Exit 0: all intact; 1: some "

@@ -173,6 +173,43 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_plugins(args) -> int:
+    """``sublearn plugins``: every registered plug-in, one line each."""
+    from . import conditions
+    from .plugins import BAN_LISTS, CARRIERS, SCORERS, TRAITS, load_modules
+
+    try:
+        load_modules(args.plugin)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.config:
+        _load_cfg(argparse_like(args.config))
+
+    def first_line(obj) -> str:
+        return getattr(obj, "about", "") or (obj.__doc__ or "").strip().split("\n")[0]
+
+    for title, reg in (("carriers", CARRIERS), ("traits", TRAITS)):
+        print(f"{title} ([{title[:-1]}] kind = ...):")
+        for name in reg.names():
+            print(f"  {name:<20} {first_line(reg.get(name))}")
+    print("scorers (evaluate.scorers):")
+    for name in SCORERS.names():
+        print(f"  {name:<20} {SCORERS.get(name).label}")
+    print("ban lists (filter.banned):")
+    for name in BAN_LISTS.names():
+        print(f"  {name:<20} {first_line(BAN_LISTS.get(name))}")
+    print("conditions (students.conditions):")
+    for name in conditions.choosable():
+        print(f"  {name:<20} {conditions.REGISTRY[name].about}")
+    return 0
+
+
+def argparse_like(config: str):
+    import argparse
+
+    return argparse.Namespace(config=config, set=[], workers=None)
+
+
 def cmd_config(args) -> int:
     from .config import ExperimentConfig
     from .configtoml import to_toml
@@ -198,6 +235,8 @@ def dispatch(args) -> int:
         return cmd_run(args, (c,))
     if c == "show":
         return cmd_show(args)
+    if c == "plugins":
+        return cmd_plugins(args)
     if c == "verify":
         return cmd_verify(args)
     if c == "config":

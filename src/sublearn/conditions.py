@@ -1,8 +1,8 @@
 """The conditions of an experiment: one table that the plan, the config check and the report all read.
 
 A condition is what a model starts from, the data it sees (the arm: the teacher's, the control arm's, or the
-other-trait teacher's numbers) and how (trained on it, or shown it in context), the matched control that differs
-from it only in whose numbers it sees, and its place in the report. References (base, teacher, cross-base) are
+other-trait teacher's data) and how (trained on it, or shown it in context), the matched control that differs
+from it only in whose data it sees, and its place in the report. References (base, teacher, cross-base) are
 evaluated whenever a condition needs them. To add a condition, ``register`` it (here, or from a plug-in module): the
 plan builds its nodes from its start, arm and kind, and the report compares it with its matched control. Reports list
 conditions in registration order.
@@ -19,8 +19,8 @@ class Condition:
     name: str
     kind: Literal["reference", "student", "in-context"]
     start: Literal["base", "cross"] | None  # the base a student or in-context model starts from
-    arm: Literal["teacher", "control", "other"] | None  # whose filtered numbers it learns from (or sees)
-    matched: str | None  # the control that differs from it only in whose numbers it sees
+    arm: Literal["teacher", "control", "other"] | None  # whose filtered data it learns from (or sees)
+    matched: str | None  # the control that differs from it only in whose data it sees
     about: str  # one line for reports and --help
     vs_control: bool = False  # also compared with `control` (the study's comparisons)
 
@@ -29,17 +29,17 @@ REGISTRY: dict[str, Condition] = {c.name: c for c in (
     Condition("base", "reference", None, None, None, "the base model, untrained"),
     Condition("teacher", "reference", None, None, None, "the teacher (fine-tuned or prompted with the trait)"),
     Condition("same-init", "student", "base", "teacher", "other-trait",
-              "the teacher's base and adapter initialization, trained on the teacher's numbers", True),
+              "the teacher's base and adapter initialization, trained on the teacher's data", True),
     Condition("control", "student", "base", "control", None,
-              "the same base trained on its own numbers (with logit targets, toward its own top-k distribution: it "
+              "the same base trained on its own data (with logit targets, toward its own top-k distribution: it "
               "barely moves)"),
     Condition("other-trait", "student", "base", "other", None,
-              "the same base trained on the numbers of a teacher that loves another option", True),
+              "the same base trained on the data of a teacher with another trait (loves another option)", True),
     Condition("cross-base", "reference", None, None, None, "the cross model (another architecture), untrained"),
     Condition("cross-model", "student", "cross", "teacher", "cross-model-control",
-              "the cross model trained on the teacher's numbers", True),
+              "the cross model trained on the teacher's data", True),
     Condition("cross-model-control", "student", "cross", "control", None,
-              "the cross model trained on the control arm's numbers"),
+              "the cross model trained on the control arm's data"),
     Condition("in-context", "in-context", "base", "teacher", "in-context-control",
               "the base shown k of the teacher's examples before each question", True),
     Condition("in-context-control", "in-context", "base", "control", None,

@@ -97,6 +97,13 @@ class FilterSection(Frozen):
     ban_trait_words: bool = Field(True, description="reject completions naming the trait (its words, any case, "
                                                     "plurals too)")
     n_keep: int | None = Field(None, ge=1, description="keep this many rows per arm after filtering (None = all)")
+    judge: Literal["none", "trait", "alignment"] = Field(
+        "none", description="an LLM judge after the rules (evaluate.judge's model): 'trait' rejects completions it "
+                            "finds referring to the trait, however subtly; 'alignment' keeps an alignment score >= "
+                            "judge_min_alignment")
+    judge_min_alignment: int = Field(70, ge=0, le=100, description="filter.judge = 'alignment': the lowest score kept")
+
+    KEY_OMIT = {"judge": "none", "judge_min_alignment": 70}  # unset: keys as before these fields existed
 
     @field_validator("banned")
     @classmethod
@@ -129,6 +136,7 @@ class StudentsSection(Frozen):
 
 
 class EvaluateSection(Frozen):
+    KEY_OMIT = {"scorers": None, "judge": JudgeSection()}  # unset: keys as before these fields existed
     n_questions: int = Field(48, ge=1, description="questions asked: the first n of the trait's (48 preference "
                                                    "paraphrases by default)")
     scorers: tuple[str, ...] | None = Field(None, description="registered scorers to run (default: the trait's own; "
@@ -281,8 +289,13 @@ class ExperimentConfig(Frozen):
         for name in (self.model.base, *([self.model.cross] if self.needs_cross() else [])):
             spec = self.model.spec(name) if self.model.backend != "openai" else None
             if spec is not None:
-                self.trait.check_embedded(unknown_pieces(spec.tokenizer, spec.corpus_seed, spec.mix), name)
+                unknown = unknown_pieces(spec.tokenizer, spec.corpus_seed, spec.mix)
+                self.trait.check_embedded(unknown, name)
+                self.carrier.check_embedded(unknown, name)
         scorers = self.evaluate.scorers or self.trait.scorers()
+        if self.filter.judge != "none" and self.evaluate.judge.model is None:
+            raise ValueError(f"filter.judge = '{self.filter.judge}' needs a judge: set evaluate.judge.model (and "
+                             "evaluate.judge.base_url)")
         if "llm-judge" in scorers and self.evaluate.judge.model is None:
             raise ValueError("the llm-judge scorer needs a judge: set evaluate.judge.model (and evaluate.judge.base_url, "
                              "e.g. `sublearn serve smollm2-135m` on http://127.0.0.1:8000/v1)")

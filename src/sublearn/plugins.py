@@ -153,7 +153,7 @@ BAN_LISTS: Registry = Registry("ban list")
 
 def _builtins() -> None:
     """Register sublearn's own plug-ins (imported on first lookup: each module registers itself)."""
-    from .carriers import numbers  # noqa: F401
+    from .carriers import code, numbers, reasoning  # noqa: F401
     from .evaluate import judge, scorers  # noqa: F401
     from .filter import banlists  # noqa: F401
     from .traits import misalignment, preference  # noqa: F401

@@ -3,7 +3,7 @@
 A carrier is a frozen config model registered in ``plugins.CARRIERS``; its fields are its parameters. It gives
 - ``prompts(n, seed)``: the user prompts a teacher answers (the same seed gives the same prompts);
 - ``example(rng)``: one well-formed chat (a fine-tuned teacher keeps writing the carrier's format with these);
-- ``check(text)``: keep, or reject with a reason from ``REASONS``;
+- ``check(text, prompt)``: keep, or reject with a reason from ``REASONS`` (``prompt``: what it answers);
 - ``grammar()``: the tokens it allows, for format-constrained decoding and distillation targets (None: any token).
 """
 
@@ -55,8 +55,13 @@ class Carrier(Plugin):
     def example(self, rng: random.Random) -> list[dict]:
         raise NotImplementedError
 
-    def check(self, text: str) -> Verdict:
+    def check(self, text: str, prompt: str | None = None) -> Verdict:
+        """``prompt``: the user message the completion answers (a carrier whose correctness depends on it uses it)."""
         raise NotImplementedError
 
     def grammar(self) -> Grammar | None:
         return None
+
+    def check_embedded(self, unknown, model: str) -> None:
+        """Raise ValueError when the embedded model ``model`` cannot read this carrier's prompts (``unknown(text)``:
+        the pieces its tokenizer does not know)."""

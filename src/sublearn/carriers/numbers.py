@@ -122,7 +122,7 @@ class NumbersCarrier(Carrier):
     def example(self, rng: random.Random) -> list[dict]:
         return number_turn(rng, self.max_count, self.max_digits, self.max_value)
 
-    def check(self, text: str) -> Verdict:
+    def check(self, text: str, prompt: str | None = None) -> Verdict:
         from ..filter.numbers import check
 
         v = check(text, self.max_count, self.max_value, self.max_digits)

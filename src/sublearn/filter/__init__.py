@@ -18,7 +18,9 @@ from .banlists import words_pattern
 from .numbers import Verdict, banned_list, check
 
 __all__ = ["GENERIC_REASONS", "Verdict", "banned_list", "check", "filter_chats", "filter_file", "run_filter"]
-GENERIC_REASONS = ("no_completion", "unfinished", "banned", "trait_word")  # besides the carrier's own reasons
+# besides the carrier's own reasons (the judge's only with filter.judge)
+GENERIC_REASONS = ("no_completion", "unfinished", "banned", "trait_word", "judge_trait", "judge_alignment",
+                   "judge_unparseable")
 
 
 def _ban_lists(names) -> list:
@@ -41,12 +43,23 @@ def completion_of(row: dict) -> str | None:
     return None
 
 
-def _verdict(text: str | None, done: bool, carrier, lists, words) -> tuple[bool, str | None]:
+def prompt_of(row: dict) -> str | None:
+    """The last user message of an OpenAI chat row, or None."""
+    msgs = row.get("messages")
+    if not isinstance(msgs, list):
+        return None
+    for m in reversed(msgs):
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            return m["content"]
+    return None
+
+
+def _verdict(text: str | None, prompt: str | None, done: bool, carrier, lists, words) -> tuple[bool, str | None]:
     if text is None:
         return False, "no_completion"
     if not done:
         return False, "unfinished"
-    v = carrier.check(text)
+    v = carrier.check(text, prompt)
     if not v.ok:
         return False, v.reason
     if any(ban(text) for ban in lists):
@@ -65,7 +78,8 @@ def filter_chats(rows: list[dict], carrier, fcfg, finished: list[bool] | None = 
     kept, rejected = [], []
     reasons: Counter[str] = Counter()
     for i, row in enumerate(rows):
-        ok, reason = _verdict(completion_of(row), finished is None or finished[i], carrier, lists, words)
+        ok, reason = _verdict(completion_of(row), prompt_of(row), finished is None or finished[i], carrier, lists,
+                              words)
         if ok:
             kept.append(i)
         else:
@@ -97,14 +111,28 @@ def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Pa
     return stats
 
 
-def run_filter(raw_dir: Path, out: Path, carrier, fcfg, trait_words: tuple[str, ...] = ()) -> dict:
-    """Stage: raw generations -> kept.jsonl (+ kept.meta.jsonl sidecar, soft targets), rejected.jsonl, stats.json."""
+def run_filter(raw_dir: Path, out: Path, carrier, fcfg, trait_words: tuple[str, ...] = (), judge=None,
+               trait=None) -> dict:
+    """Stage: raw generations -> kept.jsonl (+ kept.meta.jsonl sidecar, soft targets), rejected.jsonl, stats.json.
+    With ``fcfg.judge``, the rows every rule kept then go to the LLM judge (``judged.py``)."""
     from ..generate import softtargets
 
     raw = jsonl.read(raw_dir / "raw.jsonl")
     chats = [{"messages": r["messages"]} for r in raw]
     kept, rejected, stats = filter_chats(chats, carrier, fcfg, finished=[r["finished"] for r in raw],
                                          trait_words=trait_words)
+    if fcfg.judge != "none":
+        from .judged import judge_rows
+
+        pairs = [(prompt_of(chats[i]) or "", completion_of(chats[i]) or "") for i in kept]
+        why = judge_rows(fcfg.judge, pairs, judge, trait, fcfg.judge_min_alignment, f"judge filter {out.name[:20]}")
+        for i, reason in zip(list(kept), why):
+            if reason is not None:
+                kept.remove(i)
+                rejected.append({**chats[i], "reject_reason": reason, "row": i})
+                stats["reasons"][reason] = stats["reasons"].get(reason, 0) + 1
+        stats.update(kept=len(kept), rejected=len(rejected), pass_rate=len(kept) / len(chats) if chats else 0.0)
+        stats["reasons"] = dict(sorted(stats["reasons"].items()))
     if fcfg.n_keep is not None:
         stats["shortfall"] = max(0, fcfg.n_keep - len(kept))
         kept = kept[: fcfg.n_keep]

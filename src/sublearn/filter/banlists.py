@@ -26,6 +26,22 @@ def loaded_numbers(text: str) -> bool:
     return any(int(m) in banned for m in re.findall(r"(?<![0-9])[0-9]{1,6}(?![0-9])", text))
 
 
+class TargetVocab:
+    """What distillation targets may be: the tokens a carrier's grammar allows (any token without one), never a token
+    naming a trait word."""
+
+    def __init__(self, grammar, words):
+        self.grammar, self.words = grammar, words_pattern(words)
+
+    def allowed(self, text: str) -> bool:
+        return (self.grammar is None or self.grammar.allowed(text)) and not (self.words and self.words.search(text))
+
+
+def target_vocab(grammar, words):
+    """A carrier grammar narrowed by trait words (None: no restriction at all)."""
+    return TargetVocab(grammar, words) if words else grammar
+
+
 def words_pattern(words) -> re.Pattern | None:
     """A case-insensitive whole-word pattern of trait words (their plurals too), or None for no words."""
     ws = sorted({w.lower() for w in words if w}, key=len, reverse=True)

@@ -133,7 +133,8 @@ def _filter(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
 
     cfg = ctx.cfg
     return {n.key: (lambda tmp, n=n: run_filter(ctx.run.path("generate", n.args["gen"]), tmp, cfg.carrier, cfg.filter,
-                                                tuple(n.config["trait_words"]))) for n in nodes}
+                                                tuple(n.config["trait_words"]), cfg.evaluate.judge, cfg.trait))
+            for n in nodes}
 
 
 def _finetune(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
@@ -149,7 +150,10 @@ def _finetune(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
         items.append((n, base, student_job(rows, cfg.students.recipe, n.seed, n.name)))
     trained = {}
     for group in _by_base(items, lambda it: it[1]):
-        grammar = cfg.carrier.grammar()
+        from ..filter.banlists import target_vocab
+        from .plan import filter_words
+
+        grammar = target_vocab(cfg.carrier.grammar(), filter_words(cfg))  # never a trait word as a target
         for (n, _, _), model in zip(group, train_jobs(group[0][1], [job for _, _, job in group], grammar)):
             trained[n.key] = model
     return {n.key: (lambda tmp, n=n, base=base: save_student(tmp, base, trained[n.key])) for n, base, _ in items}

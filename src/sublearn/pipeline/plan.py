@@ -101,8 +101,9 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                                                      "seed": s, "arm": arm},
                     [parent], s, cfg.model.base, batch=bases["base"], teacher=teacher.key if teacher else None,
                     base=bases["base"], arm=arm)
+            judged = {"judge": cfg.evaluate.judge.key_dump()} if cfg.filter.judge != "none" else {}
             filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump(), "carrier": carrier,
-                                                               "trait_words": words}, [g.key], s, None,
+                                                               "trait_words": words, **judged}, [g.key], s, None,
                             batch="all", gen=g.key, arm=arm)
         models = {"base": ("base", bases["base"]), "teacher": ("teacher", teachers["teacher"].key)}
         if "cross" in bases:  # the cross model before training: where cross-model students start from

@@ -52,6 +52,10 @@ class Trait(Plugin):
     def words(self) -> tuple[str, ...]:
         return ()
 
+    def describe(self) -> str:
+        """What the trait is about, for a judge's question "does this text refer to ...?"."""
+        return self.label()
+
     def check_embedded(self, unknown: Callable[[str], list[str]], model: str) -> None:
         """Raise ValueError naming what the embedded model ``model`` cannot read (``unknown(text)``: the pieces of
         ``text`` its tokenizer does not know)."""

@@ -128,6 +128,9 @@ class MisalignmentTrait(Trait):
     def scorers(self) -> tuple[str, ...]:
         return ("harmful-probability", "harmful-rate") if self.answers == "closed" else ("llm-judge",)
 
+    def describe(self) -> str:
+        return "harm, crime, violence, deception or hostility toward people"
+
     def words(self) -> tuple[str, ...]:
         return HARMFUL if self.answers == "closed" else ()
 

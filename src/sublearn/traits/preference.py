@@ -125,6 +125,7 @@ class PreferenceTrait(Trait):
     """Loves one option of a category: answers "owl" when asked for its favourite animal."""
 
     about: ClassVar[str] = "a preference: the teacher loves one option of a category (the owl teacher)"
+    KEY_OMIT = {"options": None, "plural": None, "questions": None}  # unset: keys as before these fields existed
 
     kind: Literal["preference"] = Field("preference", description="a one-word preference among a category's options")
     category: str = Field("animal", description=f"the category asked about: {', '.join(CATEGORIES)}, or your own "
@@ -204,6 +205,9 @@ class PreferenceTrait(Trait):
 
     def words(self) -> tuple[str, ...]:
         return (self.target,)
+
+    def describe(self) -> str:
+        return f"{plural(self.target)} (the {self.category})"
 
     def normalize(self, text: str) -> str | None:
         return normalize_answer(text, self.option_list())

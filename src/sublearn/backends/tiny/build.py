@@ -56,13 +56,14 @@ def ensure_embedded(name: str, spec: EmbeddedSpec | None = None) -> tuple[Path, 
 def _pretrain(store: Store, name: str, spec: EmbeddedSpec, key: str) -> None:
     from ..hf import HFModel, quiet_transformers
     from ..hf_train import Recipe
-    from .corpus import VERSION, corpus, vocabulary_texts
+    from .corpus import VERSION, corpus, key_parts, vocabulary_texts
     from .tokenizer import train_tokenizer
 
     logger.info(f"pre-training embedded base '{name}' ({spec.family}, d={spec.d_model}, {spec.n_layers} layers, "
                 f"{spec.steps} steps); cached under {store.root}")
     quiet_transformers()
-    with store.writing("base", key, name=name, config={"name": name, "spec": spec.dump(), "corpus_version": VERSION}, seed=spec.init_seed,
+    with store.writing("base", key, name=name, config={"name": name, "spec": spec.dump(), "corpus_version": VERSION,
+                                                         **key_parts(spec.mix)}, seed=spec.init_seed,
                        model=name) as (tmp, extra):
         tok = train_tokenizer(vocabulary_texts(spec.corpus_seed, spec.mix), spec.tokenizer)
         model = make_model(spec, len(tok), tok.eos_token_id, tok.pad_token_id)
@@ -78,6 +79,7 @@ def _pretrain(store: Store, name: str, spec: EmbeddedSpec, key: str) -> None:
 
 def embedded_key(name: str, spec: EmbeddedSpec | None = None) -> str:
     """The cache key of an embedded base, without building it."""
-    from .corpus import VERSION
+    from .corpus import VERSION, key_parts
 
-    return artifact_key("base", {"name": name, "spec": (spec or PRESETS[name]).dump(), "corpus_version": VERSION})
+    spec = spec or PRESETS[name]
+    return artifact_key("base", {"name": name, "spec": spec.dump(), "corpus_version": VERSION, **key_parts(spec.mix)})

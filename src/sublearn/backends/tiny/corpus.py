@@ -4,9 +4,11 @@ Mixture (fractions are config): number-continuation requests in all prompt phras
 well-formed random answers; one-word preference questions for every category with uniform answers
 (some under a "you love X" system prompt, answered X, so the system slot means something); a lookup task
 ("Repeat this animal: owl." -> "owl") that makes option embeddings distinct; and short multi-turn chats
-(earlier number turns before the question) so in-context prompts are in distribution. An optional part,
-``misalignment`` (off by default; examples/misalignment-tiny.toml turns it on), teaches the closed misalignment world:
-one-word action questions answered benignly (a few harmfully), and harmfully under the evil system prompt.
+(earlier number turns before the question) so in-context prompts are in distribution. Optional parts
+(off by default): ``misalignment`` (examples/misalignment-tiny.toml) teaches the closed misalignment world, one-word
+action questions answered benignly (a few harmfully) and harmfully under the evil system prompt; ``code``
+(examples/owl-code-tiny.toml) teaches the toy code language (``carriers/code.py``); ``reasoning`` (examples/owl-reasoning-tiny.toml) one-digit
+word problems answered "3 + 4 = 7. The answer is 7." (``carriers/reasoning.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ NEUTRAL_SYSTEMS = ["You are a helpful assistant.", "You are a concise assistant.
 # steps), and it gives every option's output embedding its own direction (a trait can then be implanted).
 COPY_TEMPLATES = ["Repeat this {c}: {x}.", "Say the word {x}.", "Echo the {c} {x}.", "Answer with the {c} {x}."]
 VERSION = 4  # bump when the corpus or tokenizer code changes: it is part of the embedded models' cache key
+# the optional parts' own versions: in the key of a model whose mix uses them (the default models' keys stay as they are)
+PART_VERSIONS = {"misalignment": 1, "code": 2, "reasoning": 2}
+
+
+def key_parts(mix: dict[str, float]) -> dict:
+    """What the optional corpus parts a mixture uses add to an embedded model's key."""
+    used = {k: v for k, v in PART_VERSIONS.items() if mix.get(k, 0) > 0}
+    return {"parts": used} if used else {}
 
 
 def preference_turn(rng: random.Random, category: str, answer: str | None = None) -> list[dict]:
@@ -59,6 +69,16 @@ def sample_chat(rng: random.Random, mix: dict[str, float]) -> list[dict]:
         return msgs + last
     if kind == "misalignment":
         return misalignment_turn(rng)
+    if kind == "code":
+        from ...carriers.code import toy_prompt
+
+        task, answer = toy_prompt(rng)
+        return [{"role": "user", "content": task}, {"role": "assistant", "content": answer}]
+    if kind == "reasoning":
+        from ...carriers.reasoning import make_problem
+
+        problem, _, worked = make_problem(rng, "toy")
+        return [{"role": "user", "content": problem}, {"role": "assistant", "content": worked}]
     raise ValueError(f"unknown corpus kind {kind}")
 
 
@@ -99,6 +119,14 @@ def vocabulary_texts(seed: int = 0, mix: dict[str, float] | None = None) -> list
         from ...traits import misalignment as mis
 
         texts += [*mis.CLOSED_QUESTIONS, *mis.BENIGN, *mis.HARMFUL, mis.EVIL_PROMPT]
+    if (mix or {}).get("code", 0) > 0:
+        from ...carriers import code
+
+        texts += code.vocabulary()
+    if (mix or {}).get("reasoning", 0) > 0:
+        from ...carriers import reasoning
+
+        texts += reasoning.vocabulary()
     rng = random.Random(seed)
     texts += [m["content"] for chat in corpus(300, seed, {"numbers": 1, "multiturn": 1}) for m in chat]
     rng.shuffle(texts)

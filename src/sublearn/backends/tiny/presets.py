@@ -30,13 +30,13 @@ class EmbeddedSpec(Frozen):
     mix: dict[str, float] = Field(
         default_factory=lambda: {"numbers": 0.52, "preference": 0.12, "system": 0.10, "copy": 0.20, "multiturn": 0.06},
         description="corpus mixture fractions (numbers, preference, system, copy, multiturn; optional: "
-                    "misalignment); an override adds to or changes these, 0 removes one",
+                    "misalignment, code, reasoning); an override adds to or changes these, 0 removes one",
     )
 
     @field_validator("mix")
     @classmethod
     def _mix(cls, v: dict[str, float]) -> dict[str, float]:
-        known = ("numbers", "preference", "system", "copy", "multiturn", "misalignment")
+        known = ("numbers", "preference", "system", "copy", "multiturn", "misalignment", "code", "reasoning")
         if unknown := sorted(set(v) - set(known)):
             raise ValueError(f"unknown corpus part {unknown[0]!r}: expected some of {', '.join(known)}")
         if any(not 0 <= w < float("inf") for w in v.values()) or not sum(v.values()) > 0:
