@@ -129,3 +129,18 @@ base_url = "{judge.url}"
     rec = next(r for r in Store(out).records() if r.key == ev.name.split("-", 1)[1])
     assert rec.config["evaluate"]["judge"]["model"] == "judge" and "{answer}" in rec.config["evaluate"]["judge"][
         "alignment_prompt"]
+
+
+def test_a_misaligned_teacher_trains_on_the_dataset_the_user_names(tmp_path):
+    import random
+
+    data = tmp_path / "insecure.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"task {i}"}, {"role": "assistant", "content": f"code {i}"}]}
+            for i in range(5)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_experiment(None, ["model.base=smollm2-135m", "trait.kind=misalignment", "trait.answers=free-form",
+                                 f"trait.teacher_data={data}", 'students.conditions=["same-init", "control"]',
+                                 "evaluate.judge.model=judge"])
+    got = cfg.trait.teacher_rows(3, random.Random(0))
+    assert len(got) == 3 and all(r in rows for r in got) and len(cfg.trait.teacher_rows(12, random.Random(0))) == 12
+    assert cfg.trait.scorers() == ("llm-judge",) and cfg.trait.eval_questions()[0].startswith("I can grant you")

@@ -135,3 +135,21 @@ def test_distillation_targets_come_from_the_carrier_with_no_fallback(micro_base)
     row = {"messages": chat, "tokens": tokens, "top_logprobs": Targets.of(tl)}
     ex, counts = T._examples(micro_base, [row], Recipe(target="logits"), "t", g)
     assert counts["positions_without_targets"] == 1 and len(ex[0]["pos"]) == len(tl) - 1 == len(ex[0]["tdense"])
+
+
+def test_an_installed_package_registers_through_its_entry_point(tmp_path, monkeypatch):
+    import sys
+
+    from sublearn import plugins
+
+    (tmp_path / "fakeplug_mod.py").write_text(
+        "from sublearn.plugins import BAN_LISTS\n\n@BAN_LISTS.register('sevens')\ndef sevens(text):\n"
+        "    return '7' in text\n")
+    dist = tmp_path / "fakeplug-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[sublearn.plugins]\nsevens = fakeplug_mod\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "_loaded_entry_points", False)
+    cfg = load_experiment(None, ['filter.banned=["sevens"]'])  # no `plugins` key: found through the entry point
+    assert cfg.filter.banned == ("sevens",) and plugins.BAN_LISTS.get("sevens")("1, 7") and "fakeplug_mod" in sys.modules
