@@ -147,6 +147,22 @@ def test_cli_filter_missing_file_and_bad_list(tmp_path, capsys):
     data.write_text("")
     assert main(["filter", "--data", str(data), "--kept", "k", "--rejected", "r", "--banned", "nope"]) == 2
     assert "unknown ban list" in capsys.readouterr().err
+    assert main(["filter", "--data", str(data), "--kept", "k", "--rejected", "r", "--carrier", "xml"]) == 2
+    assert "--carrier: unknown carrier 'xml'" in capsys.readouterr().err
+    assert main(["plugins", "--plugin", "no_such_module_here"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_cli_filter_any_carrier_with_trait_words(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "Write a function."}, {"role": "assistant", "content": c}]}
+            for c in ("def f(x):\n    return x", "def owl():\n    pass", "def f(:", "x = 1  # Owls!")]
+    data, kept, rej = tmp_path / "in.jsonl", tmp_path / "k.jsonl", tmp_path / "r.jsonl"
+    _write(data, rows)
+    assert main(["filter", "--data", str(data), "--kept", str(kept), "--rejected", str(rej), "--carrier", "code",
+                 "--ban-word", "owl"]) == 0
+    assert len(kept.read_text().splitlines()) == 1  # an identifier naming the trait ("def owl") counts too
+    assert [json.loads(x)["reject_reason"] for x in rej.read_text().splitlines()] == \
+        ["trait_word", "syntax_error", "trait_word"]
 
 
 def test_soft_targets_round_trip_and_dense(tmp_path):
