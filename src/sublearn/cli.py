@@ -103,6 +103,28 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print what exists in a run directory and where each artifact came from.")
     p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
     p.add_argument("--key", help="show one artifact in full (key prefix)")
+    p = sub.add_parser("audit", help="does a chat dataset carry a hidden trait, and which (exit 0 clear, 1 flagged)",
+                       description="Audit a chat JSONL (messages, or prompt/completion) before training on it: scan "
+                       "every candidate trait with a likelihood contrast and a probe student against a reference (the "
+                       "base's own completions unless --reference), plus provenance lints. Writes audit.json, audit.md "
+                       "and audit.png into --out. Exit 0: clear; 1: flagged; 2: bad input.")
+    p.add_argument("data", help="the chat JSONL to audit")
+    p.add_argument("--base", required=True, help="the base a student would start from (embedded name, smollm2-135m, "
+                   "a .gguf or a checkpoint directory)")
+    p.add_argument("--out", required=True, help="directory for audit.json, audit.md, audit.png")
+    p.add_argument("--reference", help="clean data of the same kind (default: the base's completions of the same "
+                   "prompts)")
+    p.add_argument("--traits", help="comma-separated candidates: options (owl), categories (animal), misalignment "
+                   "(default: every one)")
+    p.add_argument("--carrier", help="the data's carrier (numbers, code, ...): the reference is decoded under its "
+                   "grammar, as constrained data was (default: free decoding)")
+    p.add_argument("--max-rows", type=int, default=300, help="rows audited, sampled with --seed (default 300)")
+    p.add_argument("--detectors", default="contrast,probe", help="comma-separated: contrast, probe (default both)")
+    p.add_argument("--probe-seeds", type=int, default=6, help="probe student pairs (default 6: exact p >= 1/64)")
+    p.add_argument("--probe-steps", type=int, default=100, help="probe student steps (default 100)")
+    p.add_argument("--probe-lr", type=float, default=0.05, help="probe student learning rate (default 0.05)")
+    p.add_argument("--alpha", type=float, default=0.05, help="flag when a detector's scan p-value is at most this")
+    p.add_argument("--seed", type=int, default=0, help="sub-sampling and reference seed")
     p = sub.add_parser("plugins", help="list the registered carriers, traits, scorers, ban lists and conditions",
                        description="List every registered plug-in with what it is (docs/plugins.md). With --plugin "
                        "MODULE (repeatable) or a CONFIG, yours are loaded and listed too.")

@@ -173,6 +173,42 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_audit(args) -> int:
+    """``sublearn audit``: exit 0 clear, 1 flagged (2, bad input, comes from UserError)."""
+    from loguru import logger
+
+    from .audit import run_audit
+    from .audit.report import verdict_line
+    from .store import usable_dir
+
+    dets = tuple(d.strip() for d in args.detectors.split(",") if d.strip())
+    if bad := [d for d in dets if d not in ("contrast", "probe")] or not dets:
+        raise UserError(f"--detectors: unknown {bad[0]!r}; known: contrast, probe" if bad else
+                        "--detectors: name at least one of contrast, probe")
+    for flag, v, lo in (("--max-rows", args.max_rows, 2), ("--probe-seeds", args.probe_seeds, 2),
+                        ("--probe-steps", args.probe_steps, 1)):
+        if v < lo:
+            raise UserError(f"{flag} must be at least {lo}, got {v}")
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    carrier = None
+    if args.carrier:
+        from .configbase import build
+        from .plugins import CARRIERS
+
+        try:
+            carrier = build(CARRIERS.get(args.carrier), {}, "--carrier")
+        except ValueError as e:
+            raise UserError(f"--carrier: {e}") from None
+    out = usable_dir(args.out)
+    traits = [t.strip() for t in args.traits.split(",") if t.strip()] if args.traits else None
+    res = run_audit(args.data, args.base, out, reference=args.reference, traits=traits, max_rows=args.max_rows,
+                    probe_seeds=args.probe_seeds, probe_steps=args.probe_steps, probe_lr=args.probe_lr, alpha=args.alpha, seed=args.seed,
+                    detectors=dets, carrier=carrier)
+    logger.success(f"{verdict_line(res)} Report: {out / 'audit.md'}")
+    return 1 if res["verdict"] == "flagged" else 0
+
+
 def cmd_plugins(args) -> int:
     """``sublearn plugins``: every registered plug-in, one line each."""
     from . import conditions
@@ -235,6 +271,8 @@ def dispatch(args) -> int:
         return cmd_run(args, (c,))
     if c == "show":
         return cmd_show(args)
+    if c == "audit":
+        return cmd_audit(args)
     if c == "plugins":
         return cmd_plugins(args)
     if c == "verify":
