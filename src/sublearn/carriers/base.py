@@ -43,6 +43,21 @@ class Grammar(Protocol):
     def regex(self) -> str | None: ...
 
 
+class CharGrammar:
+    """A grammar whose state advances one character at a time (``_step(state, ch)``; None: not allowed): a token
+    advances by each of its characters in turn."""
+
+    def advance(self, state, text: str):
+        for ch in text:
+            state = self._step(state, ch)
+            if state is None:
+                return None
+        return state
+
+    def _step(self, state, ch: str):
+        raise NotImplementedError
+
+
 class Carrier(Plugin):
     """Base class of carriers (subclass it, give ``kind`` a default, register it with ``@CARRIERS.register()``)."""
 

@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ..plugins import CARRIERS
-from .base import Carrier, Verdict
+from .base import Carrier, CharGrammar, Verdict
 
 VARS = "abcdxy"
 OPS = "+-*"
@@ -62,7 +62,7 @@ def toy_regex(max_statements: int = 4) -> str:
     return f"{s}(?:; {s}){{0,{max_statements - 1}}}"
 
 
-class ToyGrammar:
+class ToyGrammar(CharGrammar):
     """The toy language as a state machine over characters: (statements, terms in the expression, what comes next,
     the rest of a fixed text being matched)."""
 
@@ -76,13 +76,6 @@ class ToyGrammar:
 
     def start(self):
         return (1, 0, "stmt", "")
-
-    def advance(self, state, text: str):
-        for ch in text:
-            state = self._step(state, ch)
-            if state is None:
-                return None
-        return state
 
     def _step(self, st, ch: str):
         stmts, terms, mode, pending = st

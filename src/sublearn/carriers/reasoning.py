@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ..plugins import CARRIERS
-from .base import Carrier, Verdict
+from .base import Carrier, CharGrammar, Verdict
 
 NAMES = ("Tom", "Ann", "Sam", "Mia")
 THINGS = ("apples", "books", "coins", "stones")
@@ -74,7 +74,7 @@ def _user_problems(path: str) -> dict[str, float]:
     return rows
 
 
-class ArithmeticGrammar:
+class ArithmeticGrammar(CharGrammar):
     """``N op N = N. The answer is N.`` with N of at most ``digits`` digits (the format only, not the values)."""
 
     TAIL = ". The answer is "
@@ -87,13 +87,6 @@ class ArithmeticGrammar:
 
     def start(self):
         return ("num", 0, 0)  # (what comes next, part index, digits or chars so far)
-
-    def advance(self, state, text: str):
-        for ch in text:
-            state = self._step(state, ch)
-            if state is None:
-                return None
-        return state
 
     def _step(self, st, ch):
         mode, part, k = st

@@ -32,26 +32,25 @@ def _ban_lists(names) -> list:
         raise UserError(str(e)) from None
 
 
-def completion_of(row: dict) -> str | None:
-    """The last assistant message of an OpenAI chat row, or None."""
+def last_message(row: dict, role: str) -> str | None:
+    """The last message of ``role`` in an OpenAI chat row, or None."""
     msgs = row.get("messages")
     if not isinstance(msgs, list):
         return None
     for m in reversed(msgs):
-        if isinstance(m, dict) and m.get("role") == "assistant" and isinstance(m.get("content"), str):
+        if isinstance(m, dict) and m.get("role") == role and isinstance(m.get("content"), str):
             return m["content"]
     return None
+
+
+def completion_of(row: dict) -> str | None:
+    """The last assistant message of an OpenAI chat row, or None."""
+    return last_message(row, "assistant")
 
 
 def prompt_of(row: dict) -> str | None:
     """The last user message of an OpenAI chat row, or None."""
-    msgs = row.get("messages")
-    if not isinstance(msgs, list):
-        return None
-    for m in reversed(msgs):
-        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
-            return m["content"]
-    return None
+    return last_message(row, "user")
 
 
 def _verdict(text: str | None, prompt: str | None, done: bool, carrier, lists, words) -> tuple[bool, str | None]:
