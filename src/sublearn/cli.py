@@ -22,6 +22,7 @@ EPILOG = """examples:
   sublearn run examples/owl-smollm2.toml --out runs/smol     # a real chat model, offline (SmolLM2-135M)
   sublearn run examples/plugin-tiny.toml --out runs/plugin   # a trait and carrier from your own module
   sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
+  sublearn audit data.jsonl --base tiny --out audit          # does a dataset carry a hidden trait? (exit 1: flagged)
   sublearn plugins                                           # registered carriers, traits, scorers, conditions
   sublearn show runs/owl                                     # artifacts and their lineage
   sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment
