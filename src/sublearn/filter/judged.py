@@ -34,14 +34,11 @@ def parse_yes_no(text) -> bool | None:
 def judge_rows(kind: str, rows: list[tuple[str, str]], judge, trait, min_alignment: int, desc: str) -> list[str | None]:
     """For each (prompt, completion): None to keep it, or the reason to reject it."""
     from ..backends.base import Sampling
-    from ..backends.openai_api import ApiModel
-    from ..configapi import ApiSection
-    from ..evaluate.judge import parse_score
+    from ..evaluate.judge import judge_model, parse_score
 
     if not rows:
         return []
-    api = ApiSection(base_url=judge.base_url, api_key_env=judge.api_key_env, max_concurrency=judge.max_concurrency)
-    model = ApiModel(judge.base_url, judge.model, api=api)
+    model = judge_model(judge)
     if kind == "trait":
         prompts = [[{"role": "user", "content": TRAIT_PROMPT.format(answer=a, trait=trait.describe())}] for _, a in rows]
     else:
