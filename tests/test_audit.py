@@ -51,3 +51,9 @@ def test_audit_end_to_end_on_a_micro_model(micro_base, tmp_path, capsys):
     assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--traits", "unicorn"]) == 2
     assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--detectors", "magic"]) == 2
     assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--alpha", "2"]) == 2
+    assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--carrier", "xml"]) == 2
+    assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--max-rows", "1"]) == 2
+    assert main(["audit", str(tmp_path / "none.jsonl"), "--base", "tiny", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--carrier: unknown carrier 'xml'" in err and "--max-rows must be at least 2" in err
+    assert "Traceback" not in err
