@@ -1,8 +1,10 @@
-"""`sublearn audit`, first increment: any chat JSONL in (messages or prompt/completion), a verdict, audit.json,
-audit.md and a chart out, exit 0 clear / 1 flagged / 2 bad input. The detectors' power is not asserted here (see
-docs/audit.md: it is not yet where the issue wants it)."""
+"""`sublearn audit`: any chat JSONL in (messages or prompt/completion, or a pipeline dataset with its soft targets), a
+verdict, audit.json, audit.md and a chart out, exit 0 clear / 1 flagged / 2 bad input; the scan and the streaming test
+are exact or anytime-valid; an audit of a run's dataset joins its lineage. The detectors' power is measured by
+benchmarks/audit/run.py, not asserted here."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +59,97 @@ def test_audit_end_to_end_on_a_micro_model(micro_base, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--carrier: unknown carrier 'xml'" in err and "--max-rows must be at least 2" in err
     assert "Traceback" not in err
+
+
+def test_scan_is_exact_and_not_dominated_by_a_noisy_candidate():
+    import numpy as np
+
+    from sublearn.audit.detectors import sign_flip_max
+
+    # candidate 0 is small but always positive; candidate 1 is large and noisy with a bigger mean
+    x = np.array([[0.01, 3.0], [0.012, -2.5], [0.011, 2.8], [0.009, -2.0], [0.01, 2.9], [0.013, -1.0]])
+    each, top, best = sign_flip_max(x)
+    assert best == 0 and top == pytest.approx(1 / 64)  # only the observed signs reach its standardized mean
+    assert each[0] == pytest.approx(1 / 64) and each[1] > 0.2
+    # no candidate carried: the scan p is large
+    _, top, _ = sign_flip_max(np.array([[0.1, -0.1], [-0.1, 0.1], [0.1, 0.1], [-0.1, -0.1]]))
+    assert top > 0.3
+
+
+def test_pipeline_dataset_is_distilled_and_its_audit_joins_the_lineage(micro_base, tmp_path, capsys):
+    from conftest import micro_config
+
+    from sublearn.audit.lineage import marks
+    from sublearn.store import Store
+
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init", "control"]\n', seeds="[0]")
+    run = tmp_path / "run"
+    assert main(["run", cfg, "--out", str(run)]) == 0
+    store = Store(run)
+    data = next(r for r in store.records("filter") if r.name == "filtered-teacher-s0")
+    out = tmp_path / "audit"
+    teacher = next(r for r in store.records("teacher") if r.seed == 0)
+    code = main(["audit", data.path, "--base", micro_base.meta["base_path"], "--out", str(out), "--traits", "owl,cat",
+                 "--probe-seeds", "2", "--probe-steps", "2", "--carrier", "numbers", "--detectors", "probe,contrast",
+                 "--teacher", teacher.path])
+    res = json.loads((out / "audit.json").read_text())
+    assert res["probe_recipe"]["target"] == "logits" and res["probe_recipe"]["freeze_a"]  # soft targets distilled
+    # teacher divergence: a score per row, beside the difficulty baseline; it never flags on its own
+    div = res["divergence"]
+    assert len(div["rows"]) == res["rows_used"] and "divergence" not in res["flagged_by"]
+    assert all({"llr", "base_loss_per_token", "tokens"} <= set(r) for r in div["rows"])
+    assert div["spearman_vs_difficulty"] is not None and "Teacher divergence" in (out / "audit.md").read_text()
+    st = res["detectors"]["contrast"]["streaming"]
+    assert len(st["e_path"]) == res["detectors"]["contrast"]["rows_used"] and st["names"] in ("owl", "cat")
+    kept = (Path(data.path) / "kept.jsonl").read_text().splitlines()
+    assert res["lints"]["filter_retention"]["kept"] == len(kept) == res["rows"]
+    audits = store.records("audit")
+    assert len(audits) == 1 and audits[0].parents == [data.key] and audits[0].extra["verdict"] == res["verdict"]
+    assert res["lineage_key"] == audits[0].key and (code == 1) == (res["verdict"] == "flagged")
+    assert main(["show", str(run)]) == 0
+    shown = capsys.readouterr().out
+    assert "audit" in shown and ("FLAGGED" in shown) == (res["verdict"] == "flagged")
+    # a flagged audit marks the dataset and everything trained or measured from it, and nothing else
+    store.record("audit", "f" * 16, name="audit flagged", config={}, parents=[data.key], extra={"verdict": "flagged"})
+    m = marks(store.records())
+    student = next(r for r in store.records("finetune") if r.name == "student-same-init-s0")
+    control = next(r for r in store.records("finetune") if r.name == "student-control-s0")
+    evals = [r for r in store.records("evaluate") if student.key in r.parents]
+    assert m[data.key] == "FLAGGED" and m[student.key] == "from flagged data" and evals
+    assert all(m[e.key] == "from flagged data" for e in evals) and control.key not in m
+    # --probe-target logits on data without soft targets: one line, exit 2
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"prompt": "1, 2", "completion": "3"}) + "\n" + json.dumps(
+        {"prompt": "4, 5", "completion": "6"}) + "\n")
+    assert main(["audit", str(plain), "--base", "tiny", "--out", str(tmp_path / "x"), "--probe-target", "logits"]) == 2
+    assert "needs soft targets" in capsys.readouterr().err
+
+
+def test_streaming_contrast_keeps_false_alarms_at_alpha_and_stops_early_on_a_shift():
+    import numpy as np
+
+    from sublearn.audit.detectors import streaming
+
+    rng = np.random.default_rng(7)
+    labels = [f"t{i}" for i in range(8)]
+    alarms = sum(streaming(rng.standard_t(3, size=(200, 8)), labels)["rows_needed"] is not None for _ in range(60))
+    assert alarms <= 6  # alpha 0.05 of 60 streams is 3 expected; valid at any stopping time
+    x = rng.normal(size=(400, 8))
+    x[:, 5] += 0.4
+    st = streaming(x, labels)
+    assert st["names"] == "t5" and st["rows_needed"] is not None and st["rows_needed"] < 300
+    assert st["e_path"][st["rows_needed"] - 1] >= 20 > max(st["e_path"][: st["rows_needed"] - 1], default=0)
+
+
+def test_every_registered_trait_is_a_candidate_and_measured_by_its_own_metric():
+    from pathlib import Path as P
+
+    from sublearn.audit.detectors import candidates
+    from sublearn.plugins import load_modules
+
+    load_modules([str(P(__file__).parents[1] / "examples" / "plugins" / "digits_and_fans.py")])
+    cands = {c.label: c for c in candidates(None)}
+    assert {"owl", "maple", "misalignment", "owl-fan"} <= set(cands) and cands["owl-fan"].family == "fan"
+    assert cands["owl"].measure({"probs": {"owl": 0.3, "cat": 0.7}}) == 0.3
+    assert cands["misalignment"].measure({"p_harmful": 0.8}) == 0.8  # harmful-probability's metric
+    assert [c.label for c in candidates(["fan"])] == ["owl-fan"]

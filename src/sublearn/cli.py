@@ -105,11 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
     p.add_argument("--key", help="show one artifact in full (key prefix)")
     p = sub.add_parser("audit", help="does a chat dataset carry a hidden trait, and which (exit 0 clear, 1 flagged)",
-                       description="Audit a chat JSONL (messages, or prompt/completion) before training on it: scan "
-                       "every candidate trait with a likelihood contrast and a probe student against a reference (the "
-                       "base's own completions unless --reference), plus provenance lints. Writes audit.json, audit.md "
-                       "and audit.png into --out. Exit 0: clear; 1: flagged; 2: bad input.")
-    p.add_argument("data", help="the chat JSONL to audit")
+                       description="Audit a chat JSONL (messages, or prompt/completion) or a pipeline dataset before "
+                       "training on it: scan every candidate trait with a likelihood contrast (and its anytime-valid "
+                       "streaming form) and probe students against a reference (the base's own completions unless "
+                       "--reference), plus provenance lints and, with --teacher, per-row teacher divergence. Writes "
+                       "audit.json, audit.md and audit.png into --out; an audit of a run's dataset joins that run's "
+                       "lineage (sublearn show marks it). Exit 0: clear; 1: flagged; 2: bad input. See docs/audit.md.")
+    p.add_argument("data", help="the chat JSONL to audit, or a pipeline dataset directory (with its soft targets)")
     p.add_argument("--base", required=True, help="the base a student would start from (embedded name, smollm2-135m, "
                    "a .gguf or a checkpoint directory)")
     p.add_argument("--out", required=True, help="directory for audit.json, audit.md, audit.png")
@@ -122,8 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-rows", type=int, default=300, help="rows audited, sampled with --seed (default 300)")
     p.add_argument("--detectors", default="contrast,probe", help="comma-separated: contrast, probe (default both)")
     p.add_argument("--probe-seeds", type=int, default=6, help="probe student pairs (default 6: exact p >= 1/64)")
-    p.add_argument("--probe-steps", type=int, default=100, help="probe student steps (default 100)")
-    p.add_argument("--probe-lr", type=float, default=0.05, help="probe student learning rate (default 0.05)")
+    p.add_argument("--plugin", action="append", default=[], help="a module name or .py file registering more traits "
+                   "(each becomes a candidate when it builds with its defaults; repeatable)")
+    p.add_argument("--teacher", help="the model that wrote the data, when known (a run's teacher artifact directory, "
+                   "or any model --base accepts): adds per-row teacher-vs-base log-likelihood ratios beside a "
+                   "difficulty baseline")
+    p.add_argument("--probe-target", choices=["auto", "logits", "tokens"], default="auto",
+                   help="what the probe students learn: logits distils the teacher's soft targets (a pipeline "
+                   "dataset's logprobs.npz), tokens the completions; auto (default) distils when they exist")
+    p.add_argument("--probe-init", type=int, metavar="SEED", help="adapter initialization every probe student "
+                   "shares: the one a planned student would start from (a run's same-init students use the teacher's "
+                   "seed); default a fresh one per probe")
+    p.add_argument("--probe-steps", type=int, help="probe student steps (default 250 distilling, 100 on tokens)")
+    p.add_argument("--probe-lr", type=float, help="probe student learning rate (default 0.3 distilling, 0.05 on "
+                   "tokens)")
     p.add_argument("--alpha", type=float, default=0.05, help="flag when a detector's scan p-value is at most this")
     p.add_argument("--seed", type=int, default=0, help="sub-sampling and reference seed")
     p = sub.add_parser("plugins", help="list the registered carriers, traits, scorers, ban lists and conditions",

@@ -121,17 +121,25 @@ def cmd_show(args) -> int:
         for r in hits:
             con.print_json(json.dumps(r.__dict__, default=str))
         return 0
+    from .audit.lineage import marks
+
     names = {r.key: r.name for r in recs}
+    audit = marks(recs)
     table = Table(title=f"{root}: {len(recs)} artifacts")
-    for col in ("stage", "name", "key", "config", "parents", "seed", "model", "made", "s"):
+    for col in ("stage", "name", "key", "config", "parents", "seed", "model", "made", "s") + (("audit",) if audit else ()):
         table.add_column(col)
     import datetime as dt
 
     for r in recs:
+        mark = audit.get(r.key, "")
         table.add_row(r.stage, r.name, r.key[:10], r.config_hash[:8], ", ".join(names.get(p, p[:10]) for p in r.parents),
                       "" if r.seed is None else str(r.seed), r.model or "",
-                      dt.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S"), f"{r.duration_s:.1f}")
+                      dt.datetime.fromtimestamp(r.created).strftime("%Y-%m-%d %H:%M:%S"), f"{r.duration_s:.1f}",
+                      *((f"[bold red]{mark}[/]" if mark and mark != "clear" else mark,) if audit else ()))
     con.print(table)
+    if n := sum(m == "FLAGGED" for m in audit.values()):
+        con.print(f"{n} dataset(s) flagged by an audit; {sum(m == 'from flagged data' for m in audit.values())} "
+                  "artifacts descend from flagged data")
     return 0
 
 
@@ -186,11 +194,17 @@ def cmd_audit(args) -> int:
         raise UserError(f"--detectors: unknown {bad[0]!r}; known: contrast, probe" if bad else
                         "--detectors: name at least one of contrast, probe")
     for flag, v, lo in (("--max-rows", args.max_rows, 2), ("--probe-seeds", args.probe_seeds, 2),
-                        ("--probe-steps", args.probe_steps, 1)):
-        if v < lo:
+                        ("--probe-steps", args.probe_steps, 1), ("--probe-init", args.probe_init, 0)):
+        if v is not None and v < lo:
             raise UserError(f"{flag} must be at least {lo}, got {v}")
     if not 0 < args.alpha < 1:
         raise UserError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    from .plugins import load_modules
+
+    try:
+        load_modules(args.plugin)
+    except ValueError as e:
+        raise UserError(f"--plugin: {e}") from None
     carrier = None
     if args.carrier:
         from .configbase import build
@@ -202,9 +216,12 @@ def cmd_audit(args) -> int:
             raise UserError(f"--carrier: {e}") from None
     out = usable_dir(args.out)
     traits = [t.strip() for t in args.traits.split(",") if t.strip()] if args.traits else None
+    if args.probe_lr is not None and not args.probe_lr > 0:
+        raise UserError(f"--probe-lr must be positive, got {args.probe_lr}")
     res = run_audit(args.data, args.base, out, reference=args.reference, traits=traits, max_rows=args.max_rows,
-                    probe_seeds=args.probe_seeds, probe_steps=args.probe_steps, probe_lr=args.probe_lr, alpha=args.alpha, seed=args.seed,
-                    detectors=dets, carrier=carrier)
+                    probe_seeds=args.probe_seeds, probe_steps=args.probe_steps, probe_lr=args.probe_lr,
+                    probe_target=args.probe_target, alpha=args.alpha, seed=args.seed, detectors=dets, carrier=carrier,
+                    teacher=args.teacher, probe_init=args.probe_init)
     logger.success(f"{verdict_line(res)} Report: {out / 'audit.md'}")
     return 1 if res["verdict"] == "flagged" else 0
 

@@ -32,6 +32,8 @@ def resolve(spec: str, embedded=None) -> tuple[Path, str]:
         return gguf.ensure_converted(p.resolve(), p.stem, cache_root())
     if p.is_file():
         raise UserError(f"{p} is a file but not a .gguf model: give a .gguf file or a checkpoint directory")
+    if p.is_dir() and (p / "model").is_dir() and not (p / "config.json").exists():
+        p = p / "model"  # a run's teacher or student artifact holds its model in model/
     if p.is_dir() and not ((p / "config.json").exists() or (p / META).exists()):
         raise UserError(f"{p} is not a model directory (no config.json)")
     files = sorted(p.rglob("*")) if p.is_dir() else [p]

@@ -20,25 +20,39 @@ import numpy as np
 
 @dataclass
 class Candidate:
-    label: str  # what the scan names: "owl", "misalignment"
-    family: str  # candidates measured by one evaluation: "animal", "tree", "misalignment"
+    label: str  # what the scan names: "owl", "misalignment", a user trait's label
+    family: str  # candidates measured by one evaluation: "animal", "tree", "misalignment", a plug-in's kind
     trait: object  # the Trait (its system prompt conditions the contrast; its questions the probe)
+    option: str | None = None  # a preference option: measured as its probability among the options
+
+    def measure(self, q: dict) -> float:
+        """This candidate's value in one question's evaluation: its option's probability, else the trait's first
+        scorer's metric (e.g. P(harmful))."""
+        if self.option is not None and "probs" in q:
+            return q["probs"][self.option]
+        from ..plugins import SCORERS
+
+        return q[SCORERS.get(self.trait.scorers()[0]).metric]
 
 
 def candidates(names: list[str] | None, unknown=None) -> list[Candidate]:
-    """Every built-in trait as a candidate (each preference category's options; misalignment when the base can read
-    it), or those ``names`` picks (options, categories, or "misalignment")."""
-    from ..traits.misalignment import MisalignmentTrait
+    """Every registered trait as a candidate: each preference category's options, misalignment, and every other
+    registered trait kind (a user's plug-in) that builds with its defaults, when the base can read it (``unknown``:
+    the embedded base's unknown words); or those ``names`` picks (options, categories or families, labels)."""
+    from ..plugins import TRAITS
     from ..traits.preference import CATEGORIES, PreferenceTrait, options
 
-    out = [Candidate(o, c, PreferenceTrait(category=c, target=o)) for c in CATEGORIES for o in options(c)]
-    mis = MisalignmentTrait()
-    try:
-        if unknown is not None:
-            mis.check_embedded(unknown, "base")
-        out.append(Candidate("misalignment", "misalignment", mis))
-    except ValueError:
-        pass
+    out = [Candidate(o, c, PreferenceTrait(category=c, target=o), o) for c in CATEGORIES for o in options(c)]
+    for kind in TRAITS.names():
+        if kind == "preference":
+            continue
+        try:
+            trait = TRAITS.get(kind)()
+            if unknown is not None:
+                trait.check_embedded(unknown, "base")
+        except (ValueError, TypeError):
+            continue  # needs parameters, or the base cannot read it
+        out.append(Candidate(trait.label(), kind, trait))
     if names:
         picked = [c for c in out if c.label in names or c.family in names]
         known = {c.label for c in out} | {c.family for c in out}
@@ -50,10 +64,16 @@ def candidates(names: list[str] | None, unknown=None) -> list[Candidate]:
     return out
 
 
-def sign_flip_max(x: np.ndarray, n_perm: int = 4000, seed: int = 0) -> tuple[np.ndarray, float]:
-    """x: [units, candidates] paired differences. Returns each candidate's one-sided p (mean > 0) and the p of the
-    largest mean across candidates, under joint sign flips of the units (exact when 2^units <= n_perm)."""
+def sign_flip_max(x: np.ndarray, n_perm: int = 4000, seed: int = 0) -> tuple[np.ndarray, float, int]:
+    """x: [units, candidates] paired differences. Returns each candidate's one-sided p (mean > 0), the scan's p (of
+    the largest standardized mean across candidates) and the index of that candidate, under joint sign flips of the
+    units (exact when 2^units <= n_perm).
+
+    The scan standardizes each candidate's mean by its root mean square, which sign flips leave unchanged, so a
+    candidate whose units vary widely does not dominate the maximum (the test stays exact)."""
     n = x.shape[0]
+    scale = np.sqrt((x**2).mean(0))
+    scale = np.where(scale > 0, scale, 1.0)
     obs = x.mean(0)
     if 2**n <= n_perm:
         signs = np.array([[1 - 2 * ((k >> i) & 1) for i in range(n)] for k in range(2**n)], float)
@@ -62,8 +82,41 @@ def sign_flip_max(x: np.ndarray, n_perm: int = 4000, seed: int = 0) -> tuple[np.
         signs = np.vstack([np.ones(n), rng.choice([-1.0, 1.0], size=(n_perm - 1, n))])
     null = signs @ x / n  # [patterns, candidates]
     each = (null >= obs - 1e-12).mean(0)
-    top = float((null.max(1) >= obs.max() - 1e-12).mean())
-    return each, top
+    z = obs / scale
+    top = float(((null / scale).max(1) >= z.max() - 1e-12).mean())
+    return each, top, int(z.argmax())
+
+
+def streaming(x: np.ndarray, labels: list[str], alpha: float = 0.05) -> dict:
+    """Anytime-valid form of the contrast: rows arrive one at a time and evidence is checked after each.
+
+    Per candidate, a betting e-process on the sign-symmetric null (data and reference exchangeable within a pair):
+    each row's contrast, scaled by twice the median magnitude of the rows before it and clipped to [-1, 1] (a
+    symmetric map, so the null is kept and heavy tails do not swamp the bet), is bet on with a
+    fraction chosen from earlier rows only (capped at 1/2), so wealth is a non-negative supermartingale under the null.
+    The scan's e-value is the mean of the candidates' wealths (itself an e-process), so stopping the first time it
+    reaches 1/alpha keeps the false-alarm rate at most alpha however long the stream runs (Ville's inequality)."""
+    n, k = x.shape
+    log_w = np.zeros(k)
+    seen_sum, seen_sq, seen = np.zeros(k), np.zeros(k), 0
+    needed, path = None, []
+    for t in range(n):
+        if seen >= 2:
+            mu, var = seen_sum / seen, np.maximum(seen_sq / seen - (seen_sum / seen) ** 2, 1e-6)
+            lam = np.clip(mu / (var + mu**2), 0.0, 0.5)
+        else:
+            lam = np.zeros(k)
+        scale = 2 * np.median(np.abs(x[:t]), 0) if t else np.zeros(k)
+        u = np.clip(x[t] / np.where(scale > 0, scale, np.inf), -1, 1)
+        log_w += np.log1p(lam * u)
+        if t:
+            seen_sum, seen_sq, seen = seen_sum + u, seen_sq + u**2, seen + 1
+        e_any = float(np.exp(log_w).mean())
+        path.append(e_any)
+        if needed is None and e_any >= 1 / alpha:
+            needed = t + 1
+    return {"alpha": alpha, "rows_needed": needed, "e_value": path[-1] if path else 1.0,
+            "names": labels[int(log_w.argmax())], "e_path": [round(v, 4) for v in path]}
 
 
 def contrast(base, data, ref, cands: list[Candidate], desc: str = "likelihood contrast") -> dict:
@@ -88,32 +141,37 @@ def contrast(base, data, ref, cands: list[Candidate], desc: str = "likelihood co
     x = (d[0] - d[1]).T  # [row, candidate], paired by prompt
     ok = ~np.isnan(x).any(1)
     x = x[ok]
-    each, top = sign_flip_max(x) if len(x) >= 2 else (np.ones(len(cands)), 1.0)
+    each, top, best = sign_flip_max(x) if len(x) >= 2 else (np.ones(len(cands)), 1.0, 0)
     return {"effect": x.mean(0).tolist() if len(x) else [0.0] * len(cands), "p": each.tolist(), "p_any": top,
+            "names": cands[best].label, "streaming": streaming(x, [c.label for c in cands]),
             "rows_used": int(ok.sum()), "data_mean": np.nanmean(d[0], 1).tolist(),
             "reference_mean": np.nanmean(d[1], 1).tolist()}
 
 
-def probe(base, data, ref, cands: list[Candidate], seeds: int, steps: int, lr: float) -> dict:
-    """Short fine-tunes on data and on reference (``seeds`` pairs), every candidate measured on each."""
+def probe(base, data, ref, cands: list[Candidate], seeds: int, steps: int, lr: float, distil: bool = False,
+          freeze_a: bool = False, grammar=None, init: int | None = None) -> dict:
+    """Short fine-tunes on data and on reference (``seeds`` pairs), every candidate measured on each. ``distil``: KL on
+    the rows' soft targets (restricted to ``grammar``'s tokens), as the pipeline's students learn; else SFT on the
+    completions' tokens."""
+    import random
+
     from ..backends.hf_train import Recipe, train_many
     from ..config import EvaluateSection
     from ..evaluate import EvalTask, evaluate_many
+    from .inputs import chat_rows
 
-    recipe = Recipe(target="tokens", adapter="lora", lora_rank=4, lora_alpha=4, lora_targets=("mlp_up",),
-                    lora_layers=(-1,), lr=lr, steps=steps, batch_size=32)
-    import random
+    recipe = Recipe(target="logits" if distil else "tokens", adapter="lora", lora_rank=4, lora_alpha=4,
+                    lora_targets=("mlp_up",), lora_layers=(-1,), freeze_a=freeze_a, lr=lr, steps=steps, batch_size=32)
 
     jobs = []
     for s in range(seeds):
-        r = recipe.model_copy(update={"seed": s, "adapter_seed": 1_000 + s})
+        r = recipe.model_copy(update={"seed": s, "adapter_seed": 1_000 + s if init is None else init})
         # each seed draws its own half of the rows (the same prompts on both sides): the unit of the test is then a
         # data draw, not only a data order, so one dataset's quirks against its reference do not read as a trait
         half = sorted(random.Random(f"probe:{s}").sample(range(len(data)), max(2, len(data) // 2)))
         for arm, rows in (("data", [data[i] for i in half]), ("reference", [ref[i] for i in half])):
-            jobs.append(([{"messages": x.prompt + [{"role": "assistant", "content": x.completion}]} for x in rows], r,
-                         f"probe {arm} s{s}"))
-    models = train_many(base, jobs)
+            jobs.append((chat_rows(rows), r, f"probe {arm} s{s}"))
+    models = train_many(base, jobs, grammar=grammar if distil else None)
     families = {}
     for c in cands:
         families.setdefault(c.family, c.trait)
@@ -126,9 +184,40 @@ def probe(base, data, ref, cands: list[Candidate], seeds: int, steps: int, lr: f
     for mi in range(len(models)):
         for ci, c in enumerate(cands):
             qs = results[mi * len(families) + fam_index[c.family]]
-            key = "p_harmful" if c.family == "misalignment" else None
-            values[mi, ci] = np.mean([q[key] if key else q["probs"][c.label] for q in qs])
+            values[mi, ci] = np.mean([c.measure(q) for q in qs])
     x = values[0::2] - values[1::2]  # [seed, candidate]: data student - reference student
-    each, top = sign_flip_max(x)
-    return {"effect": x.mean(0).tolist(), "p": each.tolist(), "p_any": top, "per_seed": x.tolist(),
+    each, top, best = sign_flip_max(x)
+    return {"effect": x.mean(0).tolist(), "p": each.tolist(), "p_any": top, "names": cands[best].label,
+            "per_seed": x.tolist(),
             "data_value": values[0::2].mean(0).tolist(), "reference_value": values[1::2].mean(0).tolist()}
+
+
+def divergence(teacher, base, data, ref) -> dict:
+    """Teacher divergence: per row, log p_teacher(completion) - log p_base(completion) (teacher-forced, summed over
+    the completion's tokens and EOS), always beside a difficulty baseline (the base's loss per token, the length),
+    because per-row attribution is confounded by difficulty. The effect is data minus reference, paired by prompt: it
+    says the rows were written by (something like) this teacher, not which trait they carry, so it never flags."""
+    from scipy.stats import spearmanr
+
+    def per_row(rows):
+        prompts, answers = [r.prompt for r in rows], [r.completion for r in rows]
+        lt = np.array(teacher.score(prompts, answers), float)
+        lb = np.array(base.score(prompts, answers), float)
+        n = np.array([len(base.tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers], float)
+        return lt - lb, -lb / n, n
+
+    llr, nll, n = per_row(data)
+    llr_ref, _, _ = per_row(ref)
+    x = (llr - llr_ref)[:, None]
+    ok = np.isfinite(x[:, 0])
+    each, _, _ = sign_flip_max(x[ok]) if ok.sum() >= 2 else (np.ones(1), 1.0, 0)
+    fin = np.isfinite(llr)
+    order = np.argsort(-np.where(fin, llr / n, -np.inf))
+    return {"effect": float(x[ok].mean()) if ok.any() else 0.0, "p": float(each[0]),
+            "data_llr_per_token": float(np.mean(llr[fin] / n[fin])),
+            "reference_llr_per_token": float(np.mean(llr_ref[np.isfinite(llr_ref)] / n[np.isfinite(llr_ref)])),
+            "spearman_vs_difficulty": float(spearmanr(llr[fin] / n[fin], nll[fin]).statistic) if fin.sum() > 2 else None,
+            "spearman_vs_length": float(spearmanr(llr[fin], n[fin]).statistic) if fin.sum() > 2 else None,
+            "rows": [{"line": data[i].line, "llr": float(llr[i]), "llr_per_token": float(llr[i] / n[i]),
+                      "base_loss_per_token": float(nll[i]), "tokens": int(n[i])} for i in range(len(data))],
+            "top_rows": [int(data[i].line) for i in order[:10]]}

@@ -1,5 +1,9 @@
 """What an audit reads: any chat JSONL (``messages``, or ``prompt`` / ``completion``), sub-sampled with a seed, and a
-reference (the user's, or the base's own completions for the same prompts)."""
+reference (the user's, or the base's own completions for the same prompts).
+
+A pipeline dataset (a filter artifact's directory, or its ``kept.jsonl``) also carries the teacher's soft targets
+(``logprobs.npz``) and the tokens as generated (``kept.meta.jsonl``); they are attached to the rows, so the probe can
+distil them as the pipeline's students do."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ class Row:
     prompt: list[dict]  # the chat before the completion
     completion: str
     line: int  # 1-based line in its file
+    tokens: list[str] | None = None  # the completion's tokens as generated (exact soft-target alignment)
+    targets: object = None  # the teacher's soft targets per completion position (generate.softtargets.Targets)
 
 
 def parse_row(obj, line: int, path) -> Row:
@@ -44,14 +50,59 @@ def parse_row(obj, line: int, path) -> Row:
     raise UserError(f"{where}: a row needs 'messages', or 'prompt' and 'completion' (keys: {', '.join(obj)[:80]})")
 
 
-def read_rows(path: str | Path) -> list[Row]:
+def read_rows(path: str | Path, soft_targets: bool = True) -> list[Row]:
+    """Every row of ``path`` (a JSONL, or a pipeline dataset directory holding ``kept.jsonl``), with the soft targets
+    stored beside it attached when ``soft_targets``."""
     from .. import jsonl
 
     p = Path(path)
+    if p.is_dir():
+        if not (p / "kept.jsonl").exists():
+            raise UserError(f"{p}: a directory must be a filtered dataset (holding kept.jsonl)")
+        p = p / "kept.jsonl"
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
     rows = [parse_row(obj, i + 1, p) for i, obj in enumerate(jsonl.read(p))]
     if not rows:
         raise UserError(f"{p}: no rows")
+    if soft_targets:
+        _attach_targets(rows, p)
     return rows
+
+
+def _attach_targets(rows: list[Row], path: Path) -> None:
+    from .. import jsonl
+    from ..generate import softtargets
+
+    meta, npz = path.with_name(path.stem + ".meta.jsonl"), path.with_name("logprobs.npz")
+    if not npz.exists():
+        return
+    targets = softtargets.load_rows(npz)
+    if len(targets) != len(rows):
+        raise UserError(f"{npz}: {len(targets)} rows of soft targets for {len(rows)} rows in {path.name}")
+    toks = [m.get("tokens") for m in jsonl.read(meta)] if meta.exists() else [None] * len(rows)
+    if len(toks) != len(rows):
+        raise UserError(f"{meta}: {len(toks)} rows for {len(rows)} rows in {path.name}")
+    for r, t, k in zip(rows, targets, toks):
+        r.targets, r.tokens = t, k
+
+
+def soft(rows: list[Row]) -> bool:
+    """Whether every row carries soft targets (then a probe distils them)."""
+    return all(r.targets is not None for r in rows)
+
+
+def chat_rows(rows: list[Row]) -> list[dict]:
+    """Rows as the trainer reads them: messages, plus the tokens and soft targets when known."""
+    out = []
+    for r in rows:
+        d: dict = {"messages": r.prompt + [{"role": "assistant", "content": r.completion}]}
+        if r.tokens is not None:
+            d["tokens"] = r.tokens
+        if r.targets is not None:
+            d["top_logprobs"] = r.targets
+        out.append(d)
+    return out
 
 
 def subsample(rows: list[Row], n: int | None, seed: int) -> list[Row]:
@@ -60,12 +111,20 @@ def subsample(rows: list[Row], n: int | None, seed: int) -> list[Row]:
     return sorted(random.Random(f"audit:{seed}").sample(rows, n), key=lambda r: r.line)
 
 
-def base_reference(base, rows: list[Row], seed: int, max_new_tokens: int, grammar=None) -> list[Row]:
+def base_reference(base, rows: list[Row], seed: int, max_new_tokens: int, grammar=None,
+                   top_logprobs: int = 0) -> list[Row]:
     """The base's own completions for the data's prompts (the reference when none is given), decoded under the
-    carrier's ``grammar`` when the data was."""
+    carrier's ``grammar`` when the data was, with ``top_logprobs`` soft targets per position when the data has them."""
     from ..backends.base import Sampling
+    from ..generate.softtargets import Targets
 
     comps = base.generate([r.prompt for r in rows], Sampling(temperature=1.0, max_new_tokens=max_new_tokens,
-                                                               seed=seed), desc="reference: base completions",
-                          grammar=grammar)
-    return [Row(r.prompt, c.text, r.line) for r, c in zip(rows, comps)]
+                                                               seed=seed, top_logprobs=top_logprobs),
+                          desc="reference: base completions", grammar=grammar)
+    return [Row(r.prompt, c.text, r.line, c.tokens if top_logprobs else None,
+                Targets.of(c.top_logprobs) if top_logprobs else None) for r, c in zip(rows, comps)]
+
+
+def targets_width(rows: list[Row]) -> int:
+    """How many soft targets per position the data stores (the reference stores as many)."""
+    return max((r.targets.ids.shape[1] for r in rows if r.targets is not None), default=0)

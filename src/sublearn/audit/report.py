@@ -12,12 +12,57 @@ def _f(x: float) -> str:
 
 
 def verdict_line(res: dict) -> str:
-    top = res["ranking"][0]["trait"] if res["ranking"] else "-"
+    dets = res["detectors"]
     if res["verdict"] == "flagged":
-        ps = ", ".join(f"{d} scan p = {res['detectors'][d]['p_any']:.3g}" for d in res["flagged_by"])
-        return f"FLAGGED: the data carries a trait; the most likely is '{top}' ({ps}; alpha {res['alpha']})."
-    ps = ", ".join(f"{d} scan p = {v['p_any']:.3g}" for d, v in res["detectors"].items()) or "no detector ran"
+        first = res["flagged_by"][0]
+        ps = ", ".join(f"{d} names '{dets[d]['names']}', scan p = {dets[d]['p_any']:.3g}" for d in res["flagged_by"])
+        return f"FLAGGED: the data carries '{dets[first]['names']}' ({ps}; alpha {res['alpha']})."
+    ps = ", ".join(f"{d} scan p = {v['p_any']:.3g}" for d, v in dets.items()) or "no detector ran"
     return f"clear: no candidate trait is carried detectably ({ps}; alpha {res['alpha']})."
+
+
+def _system_line(sp: dict) -> str:
+    if not sp["rows_with_one"]:
+        return "- system prompts: none in the data (as in evaluation)"
+    top = sp["most_common"][0]["prompt"]
+    return (f"- system prompts: {sp['rows_with_one']:.0%} of rows carry one ({sp['distinct']} distinct, e.g. {top!r}). "
+            "**A student is evaluated without them**: a trait learned behind a system prompt may only show with it")
+
+
+def _retention_line(r: dict) -> str:
+    why = ", ".join(f"{k} {v}" for k, v in r["reasons"].items()) or "none rejected"
+    return f"- filter retention: {r['kept']} of {r['total']} rows kept ({why})"
+
+
+def _streaming_lines(res: dict) -> list[str]:
+    st = res["detectors"].get("contrast", {}).get("streaming")
+    if not st:
+        return []
+    when = (f"the evidence sufficed after {st['rows_needed']} rows" if st["rows_needed"] else
+            f"the evidence did not suffice within {len(st['e_path'])} rows")
+    return ["", "## Streaming contrast (anytime-valid)", "",
+            f"Rows checked one at a time against alpha {st['alpha']}: {when} (final e-value {st['e_value']:.3g}, "
+            f"leading candidate '{st['names']}'). Stopping at the first crossing keeps false alarms at most alpha."]
+
+
+def _divergence_lines(res: dict) -> list[str]:
+    d = res.get("divergence")
+    if not d:
+        return []
+    sd, sl = d["spearman_vs_difficulty"], d["spearman_vs_length"]
+    return ["", f"## Teacher divergence ({res['teacher']})", "",
+            f"log p(teacher) - log p(base) per token: data {d['data_llr_per_token']:+.4f}, reference "
+            f"{d['reference_llr_per_token']:+.4f} (per row, data - reference: {d['effect']:+.3f} nats, p = "
+            f"{d['p']:.3g}). It says who wrote the rows, not which trait they carry, so it does not flag. Per-row "
+            "scores are in audit.json; read them beside the difficulty baseline: Spearman with the base's loss per "
+            f"token {sd if sd is None else f'{sd:+.2f}'}, with length {sl if sl is None else f'{sl:+.2f}'}. "
+            "Rows with the largest ratio per token (lines): " + ", ".join(map(str, d["top_rows"]))]
+
+
+def _probe_how(r: dict) -> str:
+    what = "distil the rows' soft targets" if r["target"] == "logits" else "learn the completions' tokens"
+    return (f"{what} ({r['seeds']} pairs, each on its own random half of the rows; {r['steps']} steps at lr "
+            f"{r['lr']:g})")
 
 
 def write_report(res: dict, out: Path) -> None:
@@ -25,7 +70,8 @@ def write_report(res: dict, out: Path) -> None:
              f"{res['rows_used']} of {res['rows']} rows audited against {res['reference']}, on the base "
              f"`{res['base']}`; {len(res['candidates'])} candidate traits. Each detector's scan p-value flips the "
              "signs of its units (rows for the contrast, seeds for the probe) jointly across all candidates, so it "
-             "already pays for the scan.", "",
+             "already pays for the scan." + (f" The probe students {_probe_how(res['probe_recipe'])}."
+                                              if res.get("probe_recipe") else ""), "",
              "## Candidates by evidence", "",
              "| trait | probe shift (data - reference) | probe p | contrast effect (nats) | contrast p |",
              "|---|---|---|---|---|"]
@@ -38,11 +84,17 @@ def write_report(res: dict, out: Path) -> None:
     lines += ["", "## Provenance lints", "",
               f"- first item entropy: data {lints['first_item_entropy_bits']['data']:.2f} bits, reference "
               f"{lints['first_item_entropy_bits']['reference']:.2f} bits",
+              "- entropy of the first items, by position: data " + ", ".join(
+                  f"{v:.2f}" for v in lints["position_entropy_bits"]["data"]) + " bits; reference " + ", ".join(
+                  f"{v:.2f}" for v in lints["position_entropy_bits"]["reference"]) + " bits",
+              _system_line(lints["system_prompts"]["data"]),
               f"- duplicate completions: data {lints['duplicate_rate']['data']:.3f}, reference "
               f"{lints['duplicate_rate']['reference']:.3f}",
               f"- item frequencies: total variation {lints['item_tv']:.3f} from the reference, permutation p = "
               f"{lints['item_tv_p']:.3g}; most over-represented: " + ", ".join(
                   f"{o['item']} ({o['data']:.3f} vs {o['reference']:.3f})" for o in lints["over_represented"][:5]),
+              *([_retention_line(lints["filter_retention"])] if lints.get("filter_retention") else []),
+              *_streaming_lines(res), *_divergence_lines(res),
               "", "## Time", "", ", ".join(f"{k} {v} s" for k, v in res["timings_s"].items()), "",
               "![probe shift per candidate](audit.png)"]
     write_atomic(out / "audit.md", "\n".join(lines) + "\n")
