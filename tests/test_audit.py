@@ -56,8 +56,15 @@ def test_audit_end_to_end_on_a_micro_model(micro_base, tmp_path, capsys):
     assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--carrier", "xml"]) == 2
     assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--max-rows", "1"]) == 2
     assert main(["audit", str(tmp_path / "none.jsonl"), "--base", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--probe-init", "-1"]) == 2
+    assert main(["audit", str(data), "--base", "tiny", "--out", str(tmp_path / "x"), "--plugin", "nope.py"]) == 2
+    assert main(["audit", str(tmp_path), "--base", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert main(["audit", str(data), "--base", micro_base.meta["base_path"], "--out", str(tmp_path / "x"),
+                 "--teacher", str(tmp_path / "no-teacher")]) == 2
     err = capsys.readouterr().err
     assert "--carrier: unknown carrier 'xml'" in err and "--max-rows must be at least 2" in err
+    assert "--probe-init must be at least 0" in err and "--plugin: plug-in file not found" in err
+    assert "must be a filtered dataset" in err and "unknown model" in err
     assert "Traceback" not in err
 
 

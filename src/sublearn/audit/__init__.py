@@ -55,6 +55,7 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     cands = candidates(traits, unknown)
     grammar = carrier.grammar() if carrier is not None else None
     path, key = models.resolve(base_spec)
+    teacher_path = models.resolve(teacher)[0] if teacher else None  # a bad --teacher fails before any work
     base = models.load(path)
     timings = {}
     if reference:
@@ -96,7 +97,7 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     if teacher:
         t = time.time()
         res["teacher"] = teacher
-        res["divergence"] = divergence(models.load(models.resolve(teacher)[0]), base, data, ref)
+        res["divergence"] = divergence(models.load(teacher_path), base, data, ref)
         timings["divergence"] = time.time() - t
     t = time.time()
     src = Path(data_path) if Path(data_path).is_dir() else Path(data_path).parent

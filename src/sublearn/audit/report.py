@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..store import write_atomic
@@ -107,6 +108,7 @@ def write_report(res: dict, out: Path) -> None:
         bars = {}
         for r in res["ranking"][:12]:
             per = r[name].get("per_seed")
-            bars[r["trait"]] = tuple(mean_ci(per)) if per and len(per) > 1 else (r[name]["effect"],) * 3
+            ci = tuple(mean_ci(per)) if per and len(per) > 1 else ()
+            bars[r["trait"]] = ci if len(ci) == 3 and all(math.isfinite(v) for v in ci) else (r[name]["effect"],) * 3
         bar_chart(bars, out / "audit.png", title=f"{name}: effect per candidate trait (data - reference)",
                   ylabel="shift" if name == "probe" else "nats")

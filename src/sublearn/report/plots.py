@@ -50,8 +50,10 @@ def bar_chart(
     palette = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C"]
     ax.bar(names, means, yerr=[err_lo, err_hi], capsize=5, color=[palette[i % len(palette)] for i in range(len(names))],
            edgecolor="black", linewidth=0.6)
-    for i, m in enumerate(means):
-        ax.text(i, m + err_hi[i] + 0.01, f"{m:.3f}", ha="center", va="bottom", fontsize=8)
+    span = max((abs(m) + e for m, e in zip(means, err_hi)), default=0.0) or 1.0
+    for i, m in enumerate(means):  # labels just above each bar, at the scale of the data (shifts can be ~1e-3)
+        ax.text(i, m + err_hi[i] + 0.02 * span, f"{m:.3g}" if abs(m) < 1e-2 else f"{m:.3f}", ha="center",
+                va="bottom", fontsize=8)
     _ref_lines(ax, ref_lines)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
