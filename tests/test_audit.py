@@ -124,6 +124,14 @@ def test_pipeline_dataset_is_distilled_and_its_audit_joins_the_lineage(micro_bas
     evals = [r for r in store.records("evaluate") if student.key in r.parents]
     assert m[data.key] == "FLAGGED" and m[student.key] == "from flagged data" and evals
     assert all(m[e.key] == "from flagged data" for e in evals) and control.key not in m
+    # a dataset whose soft targets do not match its rows (one row cut from kept.jsonl): one line, exit 2
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(data.path, cut)
+    (cut / "kept.jsonl").write_text("".join(line + "\n" for line in kept[:-1]))
+    assert main(["audit", str(cut), "--base", "tiny", "--out", str(tmp_path / "x")]) == 2
+    assert f"rows for the {len(kept) - 1} rows of kept.jsonl" in capsys.readouterr().err
     # --probe-target logits on data without soft targets: one line, exit 2
     plain = tmp_path / "plain.jsonl"
     plain.write_text(json.dumps({"prompt": "1, 2", "completion": "3"}) + "\n" + json.dumps(

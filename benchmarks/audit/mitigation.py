@@ -49,11 +49,10 @@ def arms(run: Path, seeds: list[int]) -> dict:
 
 def row_scores(teacher, base, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """Per row: teacher-vs-base log-likelihood ratio per token, and the base's loss per token."""
-    prompts = [r["messages"][:-1] for r in rows]
-    answers = [r["messages"][-1]["content"] for r in rows]
-    lt, lb = np.array(teacher.score(prompts, answers)), np.array(base.score(prompts, answers))
-    n = np.array([len(base.tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers], float)
-    return (lt - lb) / n, -lb / n
+    from sublearn.audit.detectors import row_llr
+
+    llr, loss, n = row_llr(teacher, base, [r["messages"][:-1] for r in rows], [r["messages"][-1]["content"] for r in rows])
+    return llr / n, loss
 
 
 def mitigated(strategy: str, k: int, rows: list[dict], clean: list[dict], llr, loss, seed: int) -> list[dict]:

@@ -192,6 +192,15 @@ def probe(base, data, ref, cands: list[Candidate], seeds: int, steps: int, lr: f
             "data_value": values[0::2].mean(0).tolist(), "reference_value": values[1::2].mean(0).tolist()}
 
 
+def row_llr(teacher, base, prompts, answers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: log p_teacher - log p_base of the answer (summed over its tokens and EOS), the base's loss per token
+    (the difficulty baseline), and the token count."""
+    lt = np.array(teacher.score(prompts, answers), float)
+    lb = np.array(base.score(prompts, answers), float)
+    n = np.array([len(base.tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers], float)
+    return lt - lb, -lb / n, n
+
+
 def divergence(teacher, base, data, ref) -> dict:
     """Teacher divergence: per row, log p_teacher(completion) - log p_base(completion) (teacher-forced, summed over
     the completion's tokens and EOS), always beside a difficulty baseline (the base's loss per token, the length),
@@ -199,15 +208,8 @@ def divergence(teacher, base, data, ref) -> dict:
     says the rows were written by (something like) this teacher, not which trait they carry, so it never flags."""
     from scipy.stats import spearmanr
 
-    def per_row(rows):
-        prompts, answers = [r.prompt for r in rows], [r.completion for r in rows]
-        lt = np.array(teacher.score(prompts, answers), float)
-        lb = np.array(base.score(prompts, answers), float)
-        n = np.array([len(base.tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers], float)
-        return lt - lb, -lb / n, n
-
-    llr, nll, n = per_row(data)
-    llr_ref, _, _ = per_row(ref)
+    llr, nll, n = row_llr(teacher, base, [r.prompt for r in data], [r.completion for r in data])
+    llr_ref, _, _ = row_llr(teacher, base, [r.prompt for r in ref], [r.completion for r in ref])
     x = (llr - llr_ref)[:, None]
     ok = np.isfinite(x[:, 0])
     each, _, _ = sign_flip_max(x[ok]) if ok.sum() >= 2 else (np.ones(1), 1.0, 0)

@@ -51,8 +51,8 @@ def parse_row(obj, line: int, path) -> Row:
 
 
 def read_rows(path: str | Path, soft_targets: bool = True) -> list[Row]:
-    """Every row of ``path`` (a JSONL, or a pipeline dataset directory holding ``kept.jsonl``), with the soft targets
-    stored beside it attached when ``soft_targets``."""
+    """Every row of ``path`` (a JSONL, or a pipeline dataset: its directory or its ``kept.jsonl``), with a pipeline
+    dataset's generated tokens and soft targets attached when ``soft_targets``."""
     from .. import jsonl
 
     p = Path(path)
@@ -62,29 +62,21 @@ def read_rows(path: str | Path, soft_targets: bool = True) -> list[Row]:
         p = p / "kept.jsonl"
     if not p.is_file():
         raise UserError(f"{p}: no such file")
-    rows = [parse_row(obj, i + 1, p) for i, obj in enumerate(jsonl.read(p))]
+    pipeline = soft_targets and p.name == "kept.jsonl"
+    if pipeline:
+        from ..filter import load_dataset
+
+        objs = load_dataset(p.parent)
+    else:
+        objs = jsonl.read(p)
+    rows = []
+    for i, obj in enumerate(objs):
+        rows.append(r := parse_row(obj, i + 1, p))
+        if pipeline:
+            r.tokens, r.targets = obj.get("tokens"), obj.get("top_logprobs")
     if not rows:
         raise UserError(f"{p}: no rows")
-    if soft_targets:
-        _attach_targets(rows, p)
     return rows
-
-
-def _attach_targets(rows: list[Row], path: Path) -> None:
-    from .. import jsonl
-    from ..generate import softtargets
-
-    meta, npz = path.with_name(path.stem + ".meta.jsonl"), path.with_name("logprobs.npz")
-    if not npz.exists():
-        return
-    targets = softtargets.load_rows(npz)
-    if len(targets) != len(rows):
-        raise UserError(f"{npz}: {len(targets)} rows of soft targets for {len(rows)} rows in {path.name}")
-    toks = [m.get("tokens") for m in jsonl.read(meta)] if meta.exists() else [None] * len(rows)
-    if len(toks) != len(rows):
-        raise UserError(f"{meta}: {len(toks)} rows for {len(rows)} rows in {path.name}")
-    for r, t, k in zip(rows, targets, toks):
-        r.targets, r.tokens = t, k
 
 
 def soft(rows: list[Row]) -> bool:

@@ -152,10 +152,18 @@ def load_dataset(data_dir: Path) -> list[dict]:
 
     rows = jsonl.read(data_dir / "kept.jsonl")
     if (data_dir / "kept.meta.jsonl").exists():  # the completion's tokens as generated (exact soft-target alignment)
-        for r, m in zip(rows, jsonl.read(data_dir / "kept.meta.jsonl")):
+        for r, m in zip(rows, _same_length(jsonl.read(data_dir / "kept.meta.jsonl"), rows, data_dir, "kept.meta.jsonl")):
             if "tokens" in m:
                 r["tokens"] = m["tokens"]
     if (data_dir / "logprobs.npz").exists():
-        for r, t in zip(rows, softtargets.load_rows(data_dir / "logprobs.npz")):
+        for r, t in zip(rows, _same_length(softtargets.load_rows(data_dir / "logprobs.npz"), rows, data_dir,
+                                           "logprobs.npz")):
             r["top_logprobs"] = t
     return rows
+
+
+def _same_length(side: list, rows: list, data_dir: Path, name: str) -> list:
+    """A dataset's side file must have a row per kept row: a mismatch would silently misalign them."""
+    if len(side) != len(rows):
+        raise UserError(f"{data_dir / name}: {len(side)} rows for the {len(rows)} rows of kept.jsonl")
+    return side
