@@ -108,19 +108,18 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     res["flagged_by"] = flagged
     res["ranking"] = _ranking(res, cands)
     res["timings_s"] = {k: round(v, 2) for k, v in timings.items()} | {"total": round(time.time() - t0, 2)}
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "audit.json", json.dumps(res, indent=1))
-    from .report import write_report
-
-    write_report(res, out)
     from .lineage import record
+    from .report import write_report
 
     options = {"base_key": key, "reference": reference and str(Path(reference).resolve()), "traits": traits,
                "max_rows": max_rows, "seed": seed, "alpha": alpha, "detectors": list(detectors),
-               "probe": res.get("probe_recipe"), "teacher": teacher, "carrier": carrier.model_dump(mode="json") if carrier else None}
-    if audit_key := record(res, data_path, options):
+               "probe": res.get("probe_recipe"), "teacher": teacher,
+               "carrier": carrier.model_dump(mode="json") if carrier else None}
+    if audit_key := record(res, data_path, options):  # a run's dataset: the audit joins that run's lineage
         res["lineage_key"] = audit_key
-        write_atomic(out / "audit.json", json.dumps(res, indent=1))
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "audit.json", json.dumps(res, indent=1))
+    write_report(res, out)
     return res
 
 
