@@ -106,6 +106,14 @@ def test_pipeline_dataset_is_distilled_and_its_audit_joins_the_lineage(micro_bas
     assert len(div["rows"]) == res["rows_used"] and "divergence" not in res["flagged_by"]
     assert all({"llr", "base_loss_per_token", "tokens"} <= set(r) for r in div["rows"])
     assert div["spearman_vs_difficulty"] is not None and "Teacher divergence" in (out / "audit.md").read_text()
+    # per token: divergence positions inside each row's tokens; the teacher shares the base's initialization
+    scored = [r for r in div["rows"] if r["divergent_positions"] is not None]
+    assert len(scored) == len(div["rows"]) and all(max(r["divergent_positions"], default=0) < r["tokens"]
+                                                    for r in scored)
+    assert 0 < div["tokens"]["data_divergent_rate"] < 1 and div["tokens"]["top_tokens"]
+    comp = res["compatibility"]
+    assert comp["verdict"] == "shared" and comp["weights"]["median_cosine"] == pytest.approx(1.0)
+    assert "Base compatibility" in (out / "audit.md").read_text()
     st = res["detectors"]["contrast"]["streaming"]
     assert len(st["e_path"]) == res["detectors"]["contrast"]["rows_used"] and st["names"] in ("owl", "cat")
     kept = (Path(data.path) / "kept.jsonl").read_text().splitlines()
@@ -168,3 +176,25 @@ def test_every_registered_trait_is_a_candidate_and_measured_by_its_own_metric():
     assert cands["owl"].measure({"probs": {"owl": 0.3, "cat": 0.7}}) == 0.3
     assert cands["misalignment"].measure({"p_harmful": 0.8}) == 0.8  # harmful-probability's metric
     assert [c.label for c in candidates(["fan"])] == ["owl-fan"]
+
+
+def test_base_compatibility_tells_one_initialization_from_another(micro_base):
+    """A student base of another initialization (same architecture, another seed) or another architecture does not
+    share the teacher's initialization; the teacher's own base does."""
+    from conftest import MICRO
+
+    from sublearn.audit.compat import compatibility
+    from sublearn.backends.hf_train import Recipe
+    from sublearn.backends.tiny.build import ensure_embedded
+    from sublearn.backends.tiny.presets import PRESETS
+    from sublearn.models import load
+
+    rows = [{"messages": [{"role": "user", "content": "Name an animal."}, {"role": "assistant", "content": "owl"}]}]
+    teacher = micro_base.train(rows * 8, Recipe(target="tokens", lora_rank=2, lora_alpha=2, steps=3, batch_size=8,
+                                                lr=0.05))
+    other = load(ensure_embedded("tiny", PRESETS["tiny"].model_copy(update=MICRO | {"init_seed": 7, "steps": 1}))[0])
+    gpt2 = load(ensure_embedded("tiny-gpt2", PRESETS["tiny-gpt2"].model_copy(update={"steps": 1}))[0])
+    assert compatibility(teacher, micro_base, 0.9)["verdict"] == "shared"
+    got = compatibility(teacher, other, 0.9)
+    assert got["verdict"] == "not shared" and abs(got["weights"]["median_cosine"]) < 0.3
+    assert compatibility(teacher, gpt2, None)["verdict"] == "not shared"

@@ -4,6 +4,7 @@ alone; the last-layer shortcut computes the same loss as the full model; the slo
 import math
 
 import pytest
+import torch
 
 from sublearn.backends.base import Sampling
 from sublearn.backends.hf import generate_many, score_many
@@ -38,6 +39,10 @@ def soft_rows(model, n: int = 24, seed: int = 0) -> list[dict]:
 
 @pytest.mark.parametrize("layers", [(-1,), (0,)])
 def test_training_together_equals_training_alone(micro_base, layers):
+    """Exact with the last-layer shortcut (every slot's positions alone in its own products). Through the full
+    forward the jobs share one padded length, and the gradient's sum over rows x positions then runs through a matrix
+    kernel whose blocking depends on that size: on some CPUs (an AMX Xeon, measured) the adapters agree to ~1e-7, not
+    to the bit."""
     r = Recipe(target="tokens", lora_rank=2, lora_alpha=2, lora_layers=layers, steps=6, batch_size=8, lr=0.05)
     jobs = [(rows_for("fox"), r.model_copy(update={"adapter_seed": 1, "seed": 1}), "a"),
             (rows_for("owl"), r.model_copy(update={"adapter_seed": 2, "seed": 2, "lr": 0.02, "steps": 4}), "b")]
@@ -46,7 +51,9 @@ def test_training_together_equals_training_alone(micro_base, layers):
         alone = train(micro_base, rows, rec, desc=d)
         assert alone.meta["train_steps"] == t.meta["train_steps"] == rec.steps
         for n in alone.adapter.A:
-            assert alone.adapter.A[n].equal(t.adapter.A[n]) and alone.adapter.B[n].equal(t.adapter.B[n])
+            for x, y in ((alone.adapter.A[n], t.adapter.A[n]), (alone.adapter.B[n], t.adapter.B[n])):
+                assert x.equal(y) if layers == (-1,) else torch.allclose(x, y, rtol=0, atol=1e-5)
+            assert alone.adapter.B[n].abs().max() > 1e-3  # it trained
     # the seed is the adapter's initialization: same seed, same A, whatever else differs
     assert not any(together[0].adapter.A[n].equal(together[1].adapter.A[n]) for n in together[0].adapter.A)
 
@@ -151,3 +158,56 @@ def test_per_row_uniforms_are_a_pure_function():
     assert len(set(a)) == 3 and all(0 <= x < 1 for x in a)
     many = uniforms(np.zeros(20000, dtype=np.uint64), np.arange(20000, dtype=np.uint64), 0)
     assert abs(float(many.mean()) - 0.5) < 0.01 and math.isclose(float(np.median(many)), 0.5, abs_tol=0.02)
+
+
+def test_a_loss_mask_removes_exactly_the_masked_positions(micro_base):
+    """Soft targets changed only at masked positions train the same adapter; an all-ones mask changes nothing."""
+    import copy
+    import math
+
+    data = soft_rows(micro_base, n=12)
+    r = Recipe(target="logits", lora_rank=2, lora_alpha=2, freeze_a=True, lora_layers=(-1,), steps=3, batch_size=8,
+               lr=0.1)
+    plain = train(micro_base, data, r, grammar=GRAMMAR)
+    ones = train(micro_base, [d | {"loss_mask": [1] * (len(d["tokens"]) + 1)} for d in data], r, grammar=GRAMMAR)
+    masked, edited = [], []
+    for d in data:
+        n = len(d["tokens"]) + 1
+        mask = [k % 2 for k in range(n)]
+        masked.append(d | {"loss_mask": mask})
+        e = copy.deepcopy(d) | {"loss_mask": mask}
+        for k in range(0, len(d["tokens"]), 2):  # masked positions get other targets
+            e["top_logprobs"][k] = {t: -math.log(len(e["top_logprobs"][k])) for t in e["top_logprobs"][k]}
+        edited.append(e)
+    a, b = train(micro_base, masked, r, grammar=GRAMMAR), train(micro_base, edited, r, grammar=GRAMMAR)
+    for n in plain.adapter.B:
+        assert ones.adapter.B[n].equal(plain.adapter.B[n])
+        assert a.adapter.B[n].equal(b.adapter.B[n]) and not a.adapter.B[n].equal(plain.adapter.B[n])
+    assert a.meta["masked_positions"] > 0
+    with pytest.raises(ValueError, match="no usable training rows"):  # a mask of the wrong length is refused
+        train(micro_base, [d | {"loss_mask": [1]} for d in data], r, grammar=GRAMMAR)
+
+
+def test_token_scores_sum_to_the_score_and_name_greedy_choices(micro_base):
+    import math
+    teacher = train(micro_base, rows_for("owl"), Recipe(target="tokens", lora_rank=2, lora_alpha=2, steps=8,
+                                                        batch_size=16, lr=0.05))
+    answers = ["owl", "fox", "Owl."]
+    for m in (micro_base, teacher):
+        per, scores = m.token_scores([Q] * 3, answers), m.score([Q] * 3, answers)
+        for p, s in zip(per, scores):  # an answer the tokenizer cannot spell: None, as score's -inf
+            assert (p is None and s == -math.inf) or math_close(sum(p["logp"]), s)
+        assert per[0] is not None and per[1] is not None
+        assert all(len(p["greedy"]) == len(p["tokens"]) == len(p["logp"]) for p in per if p)
+    t, b = teacher.token_scores([Q], ["owl"])[0], micro_base.token_scores([Q], ["owl"])[0]
+    assert t["greedy"][0] == t["tokens"][0] and t["logp"][0] > b["logp"][0]  # the teacher's choice is its answer
+    # teacher-forced soft targets: each position's top-k, led by the greedy choice, holding the token when it is likely
+    top = teacher.token_scores([Q], ["owl"], top_k=3)[0]["top"]
+    assert len(top) == len(t["tokens"]) and all(len(d) <= 3 for d in top)
+    assert max(top[0], key=top[0].get) == t["greedy"][0] and top[0]["owl"] == pytest.approx(t["logp"][0], abs=1e-5)
+    # the same answer as generated tokens scores the same
+    assert teacher.token_scores([Q], [t["tokens"][:-1]])[0]["logp"] == t["logp"]
+
+
+def math_close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-4 * max(1.0, abs(b))

@@ -1,7 +1,7 @@
 """What removing rows buys: the transfer that remains after mitigating the demo's data, against the rows kept.
 
     sublearn run examples/owl-tiny.toml --out runs/owl        # the demo (once)
-    python benchmarks/audit/mitigation.py runs/owl --out runs/mitigation    # ~10 min on 2 cores
+    python benchmarks/audit/mitigation.py runs/owl --out runs/mitigation    # ~6 min on 2 cores
 
 For every seed of the run, the teacher arm's filtered data is mitigated several ways, and the pipeline's own
 same-init student (its recipe, the teacher's adapter initialization, the rows' soft targets) is trained on each
@@ -13,7 +13,16 @@ Strategies (each at several strengths):
   audit's per-row teacher divergence);
 - ``drop-hard`` (its difficulty control): drop the k% of rows with the largest base loss per token;
 - ``drop-random`` (its chance control): drop k% of rows at random;
-- ``dilute``: replace x% of the rows with clean rows (the control arm's, same prompts' seed), keeping the count.
+- ``dilute``: replace x% of the rows with clean rows (the control arm's, same prompts' seed), keeping the count;
+- ``mask-divergent``: keep every row, but take the divergence tokens (positions where the teacher's and the base's
+  greedy choices differ, ``audit.detectors.token_divergence``) out of the loss;
+- ``mask-llr``: keep every row, but take the k% of positions with the largest per-token log-likelihood ratio out of
+  the loss;
+- ``rescore``: keep every row's text, but replace its soft targets with an unrelated model's (the run's cross model)
+  teacher-forced top-k on that text: the tokens stay the teacher's, the distribution they are distilled toward
+  does not;
+- ``regenerate``: keep the prompts, but have an unrelated model (the run's cross model, another architecture and
+  corpus) write the completions and their soft targets, under the carrier's grammar.
 
 Writes mitigation.json, mitigation.md and mitigation.png (transfer remaining against teacher rows kept).
 """
@@ -28,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 STRATEGIES = {"none": [0], "drop-divergent": [10, 20, 50], "drop-hard": [20, 50], "drop-random": [20, 50],
-              "dilute": [20, 50, 75, 90]}
+              "dilute": [20, 50, 75, 90], "mask-divergent": [100], "mask-llr": [10, 20], "rescore": [100],
+              "regenerate": [100]}
 
 
 def arms(run: Path, seeds: list[int]) -> dict:
@@ -53,6 +63,45 @@ def row_scores(teacher, base, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]
 
     llr, loss, n = row_llr(teacher, base, [r["messages"][:-1] for r in rows], [r["messages"][-1]["content"] for r in rows])
     return llr / n, loss
+
+
+def token_scores(teacher, base, rows: list[dict], grammar) -> list[dict | None]:
+    """Per row: per-token log-likelihood ratios and divergence positions, over the tokens the row was trained on."""
+    from sublearn.audit.detectors import token_divergence
+
+    return token_divergence(teacher, base, [r["messages"][:-1] for r in rows], [r["tokens"] for r in rows], grammar)
+
+
+def masked(strategy: str, k: int, rows: list[dict], per: list[dict | None]) -> list[dict]:
+    """The rows with a loss_mask: divergence positions out, or the k% of positions with the largest ratio out."""
+    if strategy == "mask-divergent":
+        return [r if p is None else r | {"loss_mask": [int(i not in set(p["divergent"])) for i in range(len(p["llr"]))]}
+                for r, p in zip(rows, per)]
+    every = np.concatenate([p["llr"] for p in per if p is not None])
+    cut = np.quantile(every, 1 - k / 100)
+    return [r if p is None else r | {"loss_mask": [int(v < cut) for v in p["llr"]]} for r, p in zip(rows, per)]
+
+
+def regenerated(other, rows: list[dict], grammar, seed: int) -> list[dict]:
+    """The same prompts, with completions and soft targets written by ``other`` (an unrelated model)."""
+    from sublearn.backends.base import Sampling
+
+    width = max(r["top_logprobs"].ids.shape[1] for r in rows)
+    longest = max(len(r["tokens"]) for r in rows) + 4
+    comps = other.generate([r["messages"][:-1] for r in rows], Sampling(temperature=1.0, max_new_tokens=longest,
+                                                                        seed=seed, top_logprobs=width),
+                           desc="regenerate: unrelated model", grammar=grammar)
+    return [{"messages": r["messages"][:-1] + [{"role": "assistant", "content": c.text}], "tokens": c.tokens,
+             "top_logprobs": c.top_logprobs} for r, c in zip(rows, comps) if c.finished]
+
+
+def rescored(other, rows: list[dict], grammar) -> list[dict]:
+    """The same rows, their soft targets replaced by ``other``'s teacher-forced top-k on the same text (as wide)."""
+    width = max(r["top_logprobs"].ids.shape[1] for r in rows)
+    per = other.token_scores([r["messages"][:-1] for r in rows], [r["messages"][-1]["content"] for r in rows],
+                             grammar, top_k=width)
+    return [{"messages": r["messages"], "tokens": p["tokens"][:-1], "top_logprobs": p["top"]}
+            for r, p in zip(rows, per) if p is not None]
 
 
 def mitigated(strategy: str, k: int, rows: list[dict], clean: list[dict], llr, loss, seed: int) -> list[dict]:
@@ -98,14 +147,29 @@ def main() -> None:
     variants = [(s, k) for s, ks in STRATEGIES.items() for k in ks]
     values: dict[tuple, list[float]] = {v: [] for v in variants}
     kept: dict[tuple, list[float]] = {v: [] for v in variants}
+    size: dict[tuple, list[float]] = {v: [] for v in variants}
+    positions: dict[tuple, list[float]] = {v: [] for v in variants}
+    other = models.load(models.resolve(cfg.model.cross, cfg.model.spec(cfg.model.cross))[0])
     for seed, arm in arms(run, seeds).items():
         teacher = models.load(arm["teacher"])
         llr, loss = row_scores(teacher, base, arm["data"])
+        per = token_scores(teacher, base, arm["data"], grammar)
         recipe = seeded(cfg.students.recipe, seed)
         jobs = [(arm["control"], recipe, f"control s{seed}")]
         for s, k in variants:
-            rows = mitigated(s, k, arm["data"], arm["control"], llr, loss, seed)
-            kept[(s, k)].append(sum(r in arm["data"] for r in rows) / len(arm["data"]))
+            if s.startswith("mask-"):
+                rows = masked(s, k, arm["data"], per)
+                masks = [r["loss_mask"] for r in rows if "loss_mask" in r]
+                positions[(s, k)].append(sum(map(sum, masks)) / sum(map(len, masks)))
+            elif s == "regenerate":
+                rows = regenerated(other, arm["data"], grammar, seed)
+            elif s == "rescore":
+                rows = rescored(other, arm["data"], grammar)
+            else:
+                rows = mitigated(s, k, arm["data"], arm["control"], llr, loss, seed)
+            kept[(s, k)].append(1.0 if s.startswith("mask-") or s == "rescore" else 0.0 if s == "regenerate" else
+                                sum(r in arm["data"] for r in rows) / len(arm["data"]))
+            size[(s, k)].append(len(rows) / len(arm["data"]))
             jobs.append((rows, recipe, f"{s} {k}% s{seed}"))
         logger.info(f"seed {seed}: training {len(jobs)} students")
         students = train_many(base, jobs, grammar=grammar)
@@ -120,16 +184,20 @@ def main() -> None:
         x = np.array(values[v])
         m, lo, hi = mean_ci(x.tolist())
         table.append({"strategy": v[0], "strength": v[1], "teacher_rows_kept": float(np.mean(kept[v])),
+                      "rows_kept": float(np.mean(size[v])),
+                      "loss_positions_kept": float(np.mean(positions[v])) if positions[v] else 1.0,
                       "transfer": m, "ci": [lo, hi], "per_seed": x.tolist(),
                       "remaining": float(m / full.mean()) if full.mean() else float("nan"),
                       "p_vs_none": permutation_test(full, x, paired=True) if v != ("none", 0) else None})
     lines = [f"# Mitigation of {run} ({len(seeds)} seeds; transfer = same-init student's P({trait.target}) minus "
              "the control student's)", "",
-             "| strategy | strength | teacher rows kept | transfer [95% CI] | remaining | p vs none (paired, exact) |",
-             "|---|---|---|---|---|---|"]
+             "| strategy | strength | rows kept | teacher rows kept | loss positions kept | transfer [95% CI] | "
+             "remaining | p vs none (paired, exact) |",
+             "|---|---|---|---|---|---|---|---|"]
     for t in table:
         p = "-" if t["p_vs_none"] is None else f"{t['p_vs_none']:.3g}"
-        lines.append(f"| {t['strategy']} | {t['strength']}% | {t['teacher_rows_kept']:.0%} | {t['transfer']:+.3f} "
+        lines.append(f"| {t['strategy']} | {t['strength']}% | {t['rows_kept']:.0%} | {t['teacher_rows_kept']:.0%} | "
+                     f"{t['loss_positions_kept']:.0%} | {t['transfer']:+.3f} "
                      f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}] | {t['remaining']:.0%} | {p} |")
     (out / "mitigation.md").write_text("\n".join(lines) + "\n")
     (out / "mitigation.json").write_text(json.dumps(table, indent=1))
@@ -143,19 +211,26 @@ def _plot(table: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     none = next(t for t in table if t["strategy"] == "none")
+    def err(pts):
+        return np.array([[t["transfer"] - t["ci"][0], t["ci"][1] - t["transfer"]] for t in pts]).T
+
+    ax.errorbar([1.0], [none["transfer"]], yerr=err([none]), marker="*", ms=12, color="black", capsize=3,
+                ls="none", label="none (the demo's data)")
     for s in STRATEGIES:
+        pts = [t for t in table if t["strategy"] == s]
         if s == "none":
             continue
-        pts = [none] + [t for t in table if t["strategy"] == s]
-        ax.errorbar([t["teacher_rows_kept"] for t in pts], [t["transfer"] for t in pts],
-                    yerr=np.array([[t["transfer"] - t["ci"][0], t["ci"][1] - t["transfer"]] for t in pts]).T,
-                    marker="o", capsize=3, label=s)
+        x = "loss_positions_kept" if s.startswith("mask-") else "teacher_rows_kept"
+        line = [none] + pts if len(pts) > 1 else pts  # a single-strength strategy is a point, not a curve
+        ax.errorbar([t[x] for t in line], [t["transfer"] for t in line], yerr=err(line), marker="o", capsize=3,
+                    ls="-" if len(pts) > 1 else "none", label={"rescore": "rescore (text kept, soft targets "
+                                                                          "replaced)"}.get(s, s))
     ax.axhline(0, color="grey", lw=0.5)
-    ax.set_xlabel("teacher rows kept")
+    ax.set_xlabel("teacher rows kept (mask-*: teacher loss positions kept)")
     ax.set_ylabel("transfer (vs control student)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 

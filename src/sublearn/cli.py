@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Audit a chat JSONL (messages, or prompt/completion) or a pipeline dataset before "
                        "training on it: scan every candidate trait with a likelihood contrast (and its anytime-valid "
                        "streaming form) and probe students against a reference (the base's own completions unless "
-                       "--reference), plus provenance lints and, with --teacher, per-row teacher divergence. Writes "
+                       "--reference), plus provenance lints and, with --teacher, teacher divergence and base compatibility. Writes "
                        "audit.json, audit.md and audit.png into --out; an audit of a run's dataset joins that run's "
                        "lineage (sublearn show marks it). Exit 0: clear; 1: flagged; 2: bad input. See docs/audit.md.")
     p.add_argument("data", help="the chat JSONL to audit, or a pipeline dataset directory (with its soft targets)")
@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", default=[], help="a module name or .py file registering more traits "
                    "(each becomes a candidate when it builds with its defaults; repeatable)")
     p.add_argument("--teacher", help="the model that wrote the data, when known (a run's teacher artifact directory, "
-                   "or any model --base accepts): adds per-row teacher-vs-base log-likelihood ratios beside a "
-                   "difficulty baseline")
+                   "or any model --base accepts): adds per-row and per-token teacher-vs-base log-likelihood "
+                   "ratios beside a difficulty baseline, the divergence tokens, and whether --base shares the "
+                   "teacher's initialization (base compatibility)")
     p.add_argument("--probe-target", choices=["auto", "logits", "tokens"], default="auto",
                    help="what the probe students learn: logits distils the teacher's soft targets (a pipeline "
                    "dataset's logprobs.npz), tokens the completions; auto (default) distils when they exist")

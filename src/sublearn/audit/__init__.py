@@ -37,6 +37,7 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     the adapter initialization the probes share (a planned student's); None: a fresh one per probe seed."""
     from .. import models
     from ..backends.tiny.presets import PRESETS
+    from .compat import compatibility
     from .detectors import candidates, contrast, divergence, probe
     from .inputs import base_reference, read_rows, soft, subsample, targets_width
     from .lints import lints
@@ -97,7 +98,9 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     if teacher:
         t = time.time()
         res["teacher"] = teacher
-        res["divergence"] = divergence(models.load(teacher_path), base, data, ref)
+        teacher_model = models.load(teacher_path)
+        res["divergence"] = divergence(teacher_model, base, data, ref, grammar)
+        res["compatibility"] = compatibility(teacher_model, base, 1 - res["divergence"]["tokens"]["data_divergent_rate"])
         timings["divergence"] = time.time() - t
     t = time.time()
     src = Path(data_path) if Path(data_path).is_dir() else Path(data_path).parent

@@ -201,15 +201,60 @@ def row_llr(teacher, base, prompts, answers) -> tuple[np.ndarray, np.ndarray, np
     return lt - lb, -lb / n, n
 
 
-def divergence(teacher, base, data, ref) -> dict:
+def token_divergence(teacher, base, prompts, answers, grammar=None) -> list[dict | None]:
+    """Per row (None where a model cannot spell it): the per-token log-likelihood ratio log p_teacher - log p_base
+    of each completion token (and EOS), and the divergence positions, where the teacher's and the base's greedy
+    choices (among the tokens the carrier allows) differ. Answers may be token lists (a pipeline row's tokens)."""
+    tt = teacher.token_scores(prompts, answers, grammar)
+    tb = base.token_scores(prompts, answers, grammar)
+    out: list[dict | None] = []
+    for a, b in zip(tt, tb):
+        if a is None or b is None or a["tokens"] != b["tokens"]:
+            out.append(None)
+            continue
+        out.append({"tokens": a["tokens"], "llr": (np.array(a["logp"]) - np.array(b["logp"])).tolist(),
+                    "divergent": [k for k, (x, y) in enumerate(zip(a["greedy"], b["greedy"])) if x != y],
+                    "teacher_choice": a["greedy"], "base_choice": b["greedy"]})
+    return out
+
+
+def _token_summary(per: list[dict | None], ref_per: list[dict | None]) -> dict:
+    """Divergence-position rates of data and reference, and the tokens the teacher favours most."""
+    def rate(ps):
+        ok = [p for p in ps if p is not None]
+        return sum(len(p["divergent"]) for p in ok) / max(1, sum(len(p["tokens"]) for p in ok))
+
+    by_token: dict[str, list[float]] = {}
+    taken = total = 0
+    for p in per:
+        if p is None:
+            continue
+        for t, v in zip(p["tokens"], p["llr"]):
+            by_token.setdefault(t, []).append(v)
+        for k in p["divergent"]:
+            total += 1
+            taken += p["tokens"][k] == p["teacher_choice"][k]
+    top = sorted(((t, float(np.mean(v)), len(v)) for t, v in by_token.items() if len(v) >= 5), key=lambda x: -x[1])
+    return {"data_divergent_rate": rate(per), "reference_divergent_rate": rate(ref_per),
+            "data_took_teacher_choice": taken / total if total else None,
+            "top_tokens": [{"token": t, "mean_llr": m, "count": n} for t, m, n in top[:10]],
+            "unscored_rows": sum(p is None for p in per)}
+
+
+def divergence(teacher, base, data, ref, grammar=None) -> dict:
     """Teacher divergence: per row, log p_teacher(completion) - log p_base(completion) (teacher-forced, summed over
     the completion's tokens and EOS), always beside a difficulty baseline (the base's loss per token, the length),
-    because per-row attribution is confounded by difficulty. The effect is data minus reference, paired by prompt: it
-    says the rows were written by (something like) this teacher, not which trait they carry, so it never flags."""
+    because per-row attribution is confounded by difficulty; per token, the same ratio and the divergence positions
+    where the two models' greedy choices differ (``token_divergence``). The effect is data minus reference, paired by
+    prompt: it says the rows were written by (something like) this teacher, not which trait they carry, so it never
+    flags."""
     from scipy.stats import spearmanr
 
     llr, nll, n = row_llr(teacher, base, [r.prompt for r in data], [r.completion for r in data])
     llr_ref, _, _ = row_llr(teacher, base, [r.prompt for r in ref], [r.completion for r in ref])
+    per = token_divergence(teacher, base, [r.prompt for r in data], [r.tokens or r.completion for r in data], grammar)
+    per_ref = token_divergence(teacher, base, [r.prompt for r in ref], [r.tokens or r.completion for r in ref],
+                               grammar)
     x = (llr - llr_ref)[:, None]
     ok = np.isfinite(x[:, 0])
     each, _, _ = sign_flip_max(x[ok]) if ok.sum() >= 2 else (np.ones(1), 1.0, 0)
@@ -220,6 +265,9 @@ def divergence(teacher, base, data, ref) -> dict:
             "reference_llr_per_token": float(np.mean(llr_ref[np.isfinite(llr_ref)] / n[np.isfinite(llr_ref)])),
             "spearman_vs_difficulty": float(spearmanr(llr[fin] / n[fin], nll[fin]).statistic) if fin.sum() > 2 else None,
             "spearman_vs_length": float(spearmanr(llr[fin], n[fin]).statistic) if fin.sum() > 2 else None,
+            "tokens": _token_summary(per, per_ref),
             "rows": [{"line": data[i].line, "llr": float(llr[i]), "llr_per_token": float(llr[i] / n[i]),
-                      "base_loss_per_token": float(nll[i]), "tokens": int(n[i])} for i in range(len(data))],
+                      "base_loss_per_token": float(nll[i]), "tokens": int(n[i]),
+                      "divergent_positions": per[i]["divergent"] if per[i] else None,
+                      "max_token_llr": float(max(per[i]["llr"])) if per[i] else None} for i in range(len(data))],
             "top_rows": [int(data[i].line) for i in order[:10]]}

@@ -13,11 +13,14 @@ def _f(x: float) -> str:
 
 
 def verdict_line(res: dict) -> str:
+    from .compat import risk_line
+
     dets = res["detectors"]
     if res["verdict"] == "flagged":
         first = res["flagged_by"][0]
         ps = ", ".join(f"{d} names '{dets[d]['names']}', scan p = {dets[d]['p_any']:.3g}" for d in res["flagged_by"])
-        return f"FLAGGED: the data carries '{dets[first]['names']}' ({ps}; alpha {res['alpha']})."
+        risk = f" Base compatibility: {risk_line(res['compatibility'])}." if res.get("compatibility") else ""
+        return f"FLAGGED: the data carries '{dets[first]['names']}' ({ps}; alpha {res['alpha']}).{risk}"
     ps = ", ".join(f"{d} scan p = {v['p_any']:.3g}" for d, v in dets.items()) or "no detector ran"
     return f"clear: no candidate trait is carried detectably ({ps}; alpha {res['alpha']})."
 
@@ -57,7 +60,29 @@ def _divergence_lines(res: dict) -> list[str]:
             f"{d['p']:.3g}). It says who wrote the rows, not which trait they carry, so it does not flag. Per-row "
             "scores are in audit.json; read them beside the difficulty baseline: Spearman with the base's loss per "
             f"token {sd if sd is None else f'{sd:+.2f}'}, with length {sl if sl is None else f'{sl:+.2f}'}. "
-            "Rows with the largest ratio per token (lines): " + ", ".join(map(str, d["top_rows"]))]
+            "Rows with the largest ratio per token (lines): " + ", ".join(map(str, d["top_rows"])), "",
+            *_token_lines(d["tokens"]), *_compat_lines(res.get("compatibility"))]
+
+
+def _token_lines(t: dict) -> list[str]:
+    took = t["data_took_teacher_choice"]
+    return [f"Per token: the teacher's and the base's greedy choices differ at {t['data_divergent_rate']:.1%} of the "
+            f"data's positions and {t['reference_divergent_rate']:.1%} of the reference's (the divergence tokens)"
+            + (f"; at those positions the data took the teacher's choice {took:.0%} of the time" if took is not None
+               else "") + ". Tokens the teacher favours most (mean log-likelihood ratio, count): " + ", ".join(
+                f"{x['token']!r} {x['mean_llr']:+.3f} ({x['count']})" for x in t["top_tokens"][:6]) + ". Per-row "
+            "divergence positions are in audit.json (`divergence.rows[].divergent_positions`): masking them out of "
+            "the loss is one mitigation (docs/audit.md)."]
+
+
+def _compat_lines(c: dict | None) -> list[str]:
+    if not c:
+        return []
+    from .compat import risk_line
+
+    agree = c["next_token_agreement"]
+    return ["", "## Base compatibility", "", f"**{c['verdict']}**: {c['why']}; {risk_line(c)}."
+            + (f" Greedy next tokens agree at {agree:.1%} of the data's positions." if agree is not None else "")]
 
 
 def _probe_how(r: dict) -> str:

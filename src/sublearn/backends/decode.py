@@ -183,9 +183,10 @@ def _decode(model, slots, rows, logits, cache, att, pos, sampling, texts, eos_id
 
 
 def _rows(n: int) -> int:
-    """The batch size that holds ``n`` rows: below 12 rows, a multiple of 4 (matrix products of 1-3, 5-7 or 9-11 rows
-    take kernels that round differently from larger ones, so a row would depend on how many share its batch)."""
-    return n if n >= 12 else -(-n // 4) * 4
+    """The batch size that holds ``n`` rows: below 16 rows, a multiple of 8 (on some CPUs, matrix products of fewer
+    rows, or of 1-3, 5-7 or 9-11 rows on others, take kernels that round differently from larger ones, so a row
+    would depend on how many share its batch)."""
+    return n if n >= 16 else -(-n // 8) * 8
 
 
 def _merger(texts: list[str]):
@@ -231,9 +232,24 @@ def score(model, slots, items: list[tuple[int, tuple[int, ...], list[int]]], pad
     """log P(continuation | prompt) for (slot, prompt ids, continuation ids) items; continuations of one prompt
     share its prefill, and their own tokens run in one batch on its cache (right-padded: no position before a
     row's last token sees the padding)."""
+    return _scores(model, slots, items, pad_id, max_rows, None)[0]
+
+
+def token_scores(model, slots, items: list[tuple[int, tuple[int, ...], list[int]]], pad_id: int,
+                 max_rows: int = 256, allowed=None, top_k: int = 0) -> tuple[list[list[float]], list, list]:
+    """Per item: the log-prob of each continuation token; when ``allowed`` (a tensor of token ids) is given, the
+    model's greedy choice among ``allowed`` at each of those positions, and (``top_k`` > 0) its ``top_k`` most
+    likely ``allowed`` tokens there as (ids, log-probs) (see :func:`score`)."""
+    return _scores(model, slots, items, pad_id, max_rows, allowed, top_k)[1:]
+
+
+def _scores(model, slots, items, pad_id: int, max_rows: int, allowed, top_k: int = 0):
     import torch
 
-    out = [0.0] * len(items)
+    sums = [0.0] * len(items)
+    logps: list[list[float]] = [[] for _ in items]
+    greedy: list[list[int]] | None = [[] for _ in items] if allowed is not None else None
+    tops: list[list] | None = [[] for _ in items] if top_k else None
     by_prompt: dict[tuple, list[int]] = {}
     for i, (s, p, _) in enumerate(items):
         by_prompt.setdefault((s, p), []).append(i)
@@ -247,12 +263,19 @@ def score(model, slots, items: list[tuple[int, tuple[int, ...], list[int]]], pad
                 first = first.log_softmax(-1)
                 mine = [(j, i) for j, u in enumerate(uniq) for i in by_prompt[u]]
                 for j, i in mine:
-                    out[i] = float(first[j, items[i][2][0]])
+                    sums[i] = float(first[j, items[i][2][0]])
+                    logps[i].append(sums[i])
+                    if greedy is not None:
+                        greedy[i].append(int(allowed[first[j, allowed].argmax()]))
+                    if tops is not None:
+                        v, k = first[j, allowed].float().topk(min(top_k, len(allowed)))
+                        tops[i].append((allowed[k].tolist(), v.tolist()))
                 rest = [(j, i) for j, i in mine if len(items[i][2]) > 1]
                 for r0 in range(0, len(rest), max_rows):
                     part = rest[r0 : r0 + max_rows]
-                    _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, out)
-    return out
+                    _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, (sums, logps, greedy, tops),
+                              allowed, top_k)
+    return sums, logps, greedy, tops
 
 
 def _selected(cache, idx):
@@ -269,7 +292,7 @@ def _selected(cache, idx):
     return out
 
 
-def _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, out) -> None:
+def _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, out, allowed=None, top_k: int = 0) -> None:
     import torch
 
     dev = att.device
@@ -284,6 +307,18 @@ def _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, out) ->
         slots.route([uniq[j][0] for j, _ in part])
     logp = model(input_ids=ids, attention_mask=torch.cat([att[idx], cat], dim=1), position_ids=pos, cache=c,
                  use_cache=True).logits.float().log_softmax(-1)
+    sums, logps, greedy, tops = out
+    if greedy is not None:
+        choice = allowed.to(dev)[logp[:, :, allowed].argmax(-1)]
+    if tops is not None:
+        tv, tk = logp[:, :, allowed].topk(min(len(allowed), top_k), dim=-1)
+        tk = allowed.to(dev)[tk]
     for r, ((_, i), x) in enumerate(zip(part, conts)):
         tgt = torch.tensor(x[1:], device=dev)
-        out[i] += float(logp[r, torch.arange(len(x) - 1, device=dev), tgt].sum())
+        got = logp[r, torch.arange(len(x) - 1, device=dev), tgt]
+        sums[i] += float(got.sum())
+        logps[i].extend(got.tolist())
+        if greedy is not None:
+            greedy[i].extend(choice[r, : len(x) - 1].tolist())
+        if tops is not None:
+            tops[i].extend(zip(tk[r, : len(x) - 1].tolist(), tv[r, : len(x) - 1].tolist()))

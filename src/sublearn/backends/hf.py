@@ -189,6 +189,48 @@ class HFModel:
         """
         return score_many([(self, prompts, answers)], batch_size)[0]
 
+    def token_scores(self, prompts: list[Chat], answers: list[str | list[str]], grammar=None,
+                     top_k: int = 0) -> list[dict | None]:
+        """Per answer (None where this tokenizer cannot spell it): its token texts (answer tokens, then EOS), the
+        log-prob of each, and the model's greedy choice at each position among the tokens the carrier's ``grammar``
+        allows anywhere, and EOS (None: every token); with ``top_k``, also each position's soft targets
+        (``{token text: log-prob}`` of its ``top_k`` most likely such tokens, as generation stores them).
+        Teacher-forced, like :meth:`score`. An answer given as a list of token texts (a generated row's ``tokens``)
+        is scored as those tokens, not as its re-encoded text."""
+        import torch
+
+        from .decode import token_scores
+        from .hf_train import allowed_ids
+
+        texts, index = self.token_texts(), self.token_index()
+        allowed = torch.tensor(sorted(set(allowed_ids(self, grammar).values())), device=self.device)
+        where, items = [], []
+        text = [a if isinstance(a, str) else "".join(a) for a in answers]
+        enc = self.encode([p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, text)])
+        for i, (a, (ids, n)) in enumerate(zip(answers, enc)):
+            if isinstance(a, str):
+                if not self.spells(a):
+                    continue
+                cont = ids[n:]
+            elif all(t in index for t in a):
+                cont = [index[t] for t in a] + [self.eos_id]
+            else:
+                continue
+            where.append(i)
+            items.append((0, tuple(ids[:n]), cont))
+        adapters, slot = _slots_for([self])
+        items = [(slot[0], p, c) for _, p, c in items]
+        out: list[dict | None] = [None] * len(answers)
+        with _installed(self.model, adapters) as slots:
+            logps, greedy, tops = token_scores(self.model, slots, items, self.tok.pad_token_id, allowed=allowed,
+                                               top_k=top_k)
+        for k, i in enumerate(where):
+            out[i] = {"tokens": [texts[t] for t in items[k][2]], "logp": logps[k],
+                      "greedy": [texts[t] for t in greedy[k]]}
+            if tops is not None:
+                out[i]["top"] = [merge_by_text((texts[t], v) for t, v in zip(ids, vals)) for ids, vals in tops[k]]
+        return out
+
     # ---- training / persistence ------------------------------------------------------------------
     def train(self, rows: list[dict], recipe, desc: str = "train", grammar=None) -> HFModel:
         from .hf_train import train

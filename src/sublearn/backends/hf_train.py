@@ -86,7 +86,7 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str, gramma
 
     from ..generate.softtargets import Targets
 
-    examples, misaligned, too_long, no_target = [], 0, 0, 0
+    examples, misaligned, too_long, no_target, bad_masks, masked = [], 0, 0, 0, 0, 0
     index = base.token_index()
     allowed = allowed_ids(base, grammar) if recipe.target == "logits" else {}
     col = {i: j for j, i in enumerate(sorted(set(allowed.values())))}
@@ -102,6 +102,15 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str, gramma
             continue
         first = n_prompt - 1 if (recipe.target == "logits" or recipe.completion_only) else 0
         ex = {"ids": ids, "pos": torch.arange(first, len(ids) - 1)}
+        keep = None  # positions a row's loss_mask keeps (over the completion's tokens and EOS)
+        if (mask := row.get("loss_mask")) is not None:
+            if len(mask) != len(ids) - n_prompt:
+                bad_masks += 1
+                continue
+            keep = np.array([True] * (n_prompt - 1 - first) + [bool(v) for v in mask])
+            masked += int((~keep).sum())
+            if not keep.any():
+                continue
         if recipe.target == "logits":
             tl = row.get("top_logprobs") or []
             if len(tl) != len(ids) - n_prompt:
@@ -115,14 +124,18 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str, gramma
                     [col[allowed[t]] if t in allowed else -1 for t in tl.tokens] + [-1]))
             dense = tl.dense(known[1], len(col))
             has = np.isfinite(dense).any(1)  # positions where the teacher's top-k holds an allowed token
+            no_target += int((~has).sum())
+            if keep is not None:
+                has &= keep
             if not has.all():
-                no_target += int((~has).sum())
                 dense, ex["pos"] = dense[has], ex["pos"][torch.from_numpy(has)]
                 if not len(dense):
                     continue
             ex["tdense"] = torch.from_numpy(dense)
         else:
             ex["labels"] = torch.tensor(ids[first + 1 :])
+            if keep is not None:
+                ex["labels"], ex["pos"] = ex["labels"][torch.from_numpy(keep)], ex["pos"][torch.from_numpy(keep)]
         examples.append(ex)
     if misaligned:
         logger.warning(f"{desc}: {misaligned} of {len(rows)} rows had soft targets that do not align with this "
@@ -133,9 +146,13 @@ def _examples(base: HFModel, rows: list[dict], recipe: Recipe, desc: str, gramma
     if no_target:
         logger.warning(f"{desc}: {no_target} completion positions have no allowed token in the teacher's top-k "
                        "and carry no loss")
+    if bad_masks:
+        logger.warning(f"{desc}: {bad_masks} of {len(rows)} rows have a loss_mask whose length differs from their "
+                       "completion's tokens (+ EOS) and were not used")
     if not examples:
         raise ValueError(f"{desc}: no usable training rows")
-    return examples, {"misaligned_rows": misaligned, "too_long_rows": too_long, "positions_without_targets": no_target}
+    counts = {"misaligned_rows": misaligned, "too_long_rows": too_long, "positions_without_targets": no_target}
+    return examples, counts | ({"bad_mask_rows": bad_masks, "masked_positions": masked} if bad_masks or masked else {})
 
 
 def train(base: HFModel, rows: list[dict], recipe: Recipe, desc: str = "train", on_step=None, grammar=None) -> HFModel:
