@@ -101,6 +101,9 @@ def test_pipeline_dataset_is_distilled_and_its_audit_joins_the_lineage(micro_bas
                  "--teacher", teacher.path])
     res = json.loads((out / "audit.json").read_text())
     assert res["probe_recipe"]["target"] == "logits" and res["probe_recipe"]["freeze_a"]  # soft targets distilled
+    for r in res["ranking"]:  # every effect with its seed-level (probe) or row-level (contrast) interval
+        for d in (r["probe"], r["contrast"]):
+            assert d["ci"][0] <= d["effect"] <= d["ci"][1]
     # teacher divergence: a score per row, beside the difficulty baseline; it never flags on its own
     div = res["divergence"]
     assert len(div["rows"]) == res["rows_used"] and "divergence" not in res["flagged_by"]

@@ -134,7 +134,7 @@ def _ranking(res: dict, cands) -> list[dict]:
     for i, c in enumerate(cands):
         row = {"trait": c.label, "family": c.family}
         for name, d in det.items():
-            row[name] = {"effect": d["effect"][i], "p": d["p"][i]}
+            row[name] = {"effect": d["effect"][i], "ci": d["ci"][i], "p": d["p"][i]}
             if "per_seed" in d:
                 row[name] |= {"n_seeds": len(d["per_seed"]), "per_seed": [s[i] for s in d["per_seed"]]}
         rows.append(row)

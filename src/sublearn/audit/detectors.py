@@ -119,6 +119,13 @@ def streaming(x: np.ndarray, labels: list[str], alpha: float = 0.05) -> dict:
             "names": labels[int(log_w.argmax())], "e_path": [round(v, 4) for v in path]}
 
 
+def _cis(x: np.ndarray, k: int) -> list[list[float] | None]:
+    """Each candidate's 95% Student-t interval over the units (rows or seeds; None with fewer than 2)."""
+    from ..stats import mean_ci
+
+    return [list(mean_ci(x[:, i].tolist())[1:]) if len(x) >= 2 else None for i in range(k)]
+
+
 def contrast(base, data, ref, cands: list[Candidate], desc: str = "likelihood contrast") -> dict:
     """Per-row contrasts of data and reference under every candidate's system prompt (teacher-forced, base only)."""
     from ..progress import bar
@@ -142,7 +149,8 @@ def contrast(base, data, ref, cands: list[Candidate], desc: str = "likelihood co
     ok = ~np.isnan(x).any(1)
     x = x[ok]
     each, top, best = sign_flip_max(x) if len(x) >= 2 else (np.ones(len(cands)), 1.0, 0)
-    return {"effect": x.mean(0).tolist() if len(x) else [0.0] * len(cands), "p": each.tolist(), "p_any": top,
+    return {"effect": x.mean(0).tolist() if len(x) else [0.0] * len(cands), "ci": _cis(x, len(cands)),
+            "p": each.tolist(), "p_any": top,
             "names": cands[best].label, "streaming": streaming(x, [c.label for c in cands]),
             "rows_used": int(ok.sum()), "data_mean": np.nanmean(d[0], 1).tolist(),
             "reference_mean": np.nanmean(d[1], 1).tolist()}
@@ -187,7 +195,8 @@ def probe(base, data, ref, cands: list[Candidate], seeds: int, steps: int, lr: f
             values[mi, ci] = np.mean([c.measure(q) for q in qs])
     x = values[0::2] - values[1::2]  # [seed, candidate]: data student - reference student
     each, top, best = sign_flip_max(x)
-    return {"effect": x.mean(0).tolist(), "p": each.tolist(), "p_any": top, "names": cands[best].label,
+    return {"effect": x.mean(0).tolist(), "ci": _cis(x, len(cands)), "p": each.tolist(), "p_any": top,
+            "names": cands[best].label,
             "per_seed": x.tolist(),
             "data_value": values[0::2].mean(0).tolist(), "reference_value": values[1::2].mean(0).tolist()}
 

@@ -12,6 +12,11 @@ def _f(x: float) -> str:
     return f"{x:+.4f}" if abs(x) >= 1e-4 or x == 0 else f"{x:+.1e}"
 
 
+def _eff(d: dict) -> str:
+    ci = d.get("ci")
+    return _f(d["effect"]) + (f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else "")
+
+
 def verdict_line(res: dict) -> str:
     from .compat import risk_line
 
@@ -99,13 +104,13 @@ def write_report(res: dict, out: Path) -> None:
              "already pays for the scan." + (f" The probe students {_probe_how(res['probe_recipe'])}."
                                               if res.get("probe_recipe") else ""), "",
              "## Candidates by evidence", "",
-             "| trait | probe shift (data - reference) | probe p | contrast effect (nats) | contrast p |",
+             "| trait | probe shift (data - reference) [95% CI over seeds] | probe p | contrast effect (nats) "
+             "[95% CI over rows] | contrast p |",
              "|---|---|---|---|---|"]
     for r in res["ranking"][:15]:
         pr, co = r.get("probe"), r.get("contrast")
-        lines.append(f"| {r['trait']} | {_f(pr['effect']) if pr else '-'} | {pr['p']:.3g} |" if pr else
-                     f"| {r['trait']} | - | - |")
-        lines[-1] += (f" {_f(co['effect'])} | {co['p']:.3g} |" if co else " - | - |")
+        lines.append(f"| {r['trait']} | {_eff(pr)} | {pr['p']:.3g} |" if pr else f"| {r['trait']} | - | - |")
+        lines[-1] += (f" {_eff(co)} | {co['p']:.3g} |" if co else " - | - |")
     lints = res["lints"]
     lines += ["", "## Provenance lints", "",
               f"- first item entropy: data {lints['first_item_entropy_bits']['data']:.2f} bits, reference "
