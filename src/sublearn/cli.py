@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print what exists in a run directory and where each artifact came from.")
     p.add_argument("run_dir", help="a run directory (--out of an earlier command)")
     p.add_argument("--key", help="show one artifact in full (key prefix)")
+    p.add_argument("--graph", metavar="FILE.html", help="also write the run's family tree: a self-contained HTML page "
+                   "(works offline) of every model and dataset, edges labelled with the dataset hash and filter, "
+                   "models coloured by their measured trait; click a node for its record")
     p = sub.add_parser("audit", help="does a chat dataset carry a hidden trait, and which (exit 0 clear, 1 flagged)",
                        description="Audit a chat JSONL (messages, or prompt/completion) or a pipeline dataset before "
                        "training on it: scan every candidate trait with a likelihood contrast (and its anytime-valid "

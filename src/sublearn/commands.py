@@ -114,6 +114,13 @@ def cmd_show(args) -> int:
 
     recs = Store(root).records()
     con = Console() if sys.stdout.isatty() else Console(width=200)
+    if args.graph:
+        from .report.tree import build_graph, write_graph_html
+        from .store import usable_file
+
+        graph = build_graph(root)
+        write_graph_html(graph, usable_file(args.graph, "--graph"))
+        con.print(f"family tree: {len(graph['nodes'])} models and datasets, {len(graph['edges'])} edges -> {args.graph}")
     if args.key:
         hits = [r for r in recs if r.key.startswith(args.key)]
         if not hits:

@@ -103,6 +103,19 @@ def usable_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     return p
 
 
+def usable_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a file that can be written (its directory created if missing), or a one-line UserError."""
+    from .errors import UserError
+
+    if not str(path).strip():
+        raise UserError(f"{what} is empty: name a file")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UserError(f"{what} {p} is a directory: name a file")
+    usable_dir(p.parent, f"{what}'s directory")
+    return p
+
+
 class Store:
     """Artifacts of one run directory (or of the shared model cache) and their lineage."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ..report.html import markdown_page
 from ..store import write_atomic
 
 
@@ -142,3 +143,4 @@ def write_report(res: dict, out: Path) -> None:
             bars[r["trait"]] = ci if len(ci) == 3 and all(math.isfinite(v) for v in ci) else (r[name]["effect"],) * 3
         bar_chart(bars, out / "audit.png", title=f"{name}: effect per candidate trait (data - reference)",
                   ylabel="shift" if name == "probe" else "nats")
+    write_atomic(out / "audit.html", markdown_page((out / "audit.md").read_text(), out, f"sublearn audit: {res['data']}"))

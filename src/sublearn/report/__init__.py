@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..conditions import REGISTRY
 from ..store import write_atomic
+from .html import markdown_page
 from .plots import bar_chart, heatmap, line_plot, seed_bars
 from .results import build_results
 from .tables import markdown_report
@@ -42,5 +43,7 @@ def write_report(cfg, out: Path, plan, timings: dict) -> dict:
     if cond and all("options" in v for v in cond.values()):
         heatmap({c: v["options"]["mean"] for c, v in cond.items()}, out / "options.png",
                 title=f"mean probability of each {getattr(cfg.trait, 'category', 'trait')} option")
-    write_atomic(out / "report.md", markdown_report(res))
+    md = markdown_report(res)
+    write_atomic(out / "report.md", md)
+    write_atomic(out / "report.html", markdown_page(md, out, f"sublearn report: {out}"))
     return res
