@@ -64,3 +64,42 @@ def test_family_tree_and_report_pages_load_offline_and_draw_the_run(micro_base, 
     # a bad --graph: one line, exit 2
     assert main(["show", str(run), "--graph", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_compare_puts_runs_side_by_side_and_refuses_other_differences(micro_base, tmp_path, capsys):
+    import csv
+
+    from conftest import micro_config
+
+    runs = []
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init", "control"]\n', seeds="[0, 1]")
+    for target in ("owl", "cat"):
+        run = tmp_path / f"run-{target}"
+        assert main(["run", cfg, "--out", str(run), "--set", f"trait.target={target}"]) == 0
+        runs.append(str(run))
+    out = tmp_path / "cmp"
+    assert main(["compare", *runs, "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "compare.csv").open()))
+    assert {r["trait.target"] for r in rows} == {"owl", "cat"}
+    got = {(r["trait.target"], r["condition"]): r for r in rows}
+    assert {("owl", "same-init"), ("cat", "control"), ("cat", "base")} <= set(got)
+    for r in rows:  # every row: the seed mean inside its seed-level CI, with both seeds' values
+        assert float(r["ci_lo"]) <= float(r["mean"]) <= float(r["ci_hi"]) and len(r["per_seed"].split()) == 2
+    md = (out / "compare.md").read_text()
+    assert md.count("| owl |") == 1 and "## Verdicts" in md and (out / "compare.png").stat().st_size > 5000
+    dom, console = render((out / "compare.html").as_uri(), tmp_path)
+    assert console == [] and "<table>" in dom and 'src="data:image/png' in dom
+    # runs that differ elsewhere too: one line, exit 2, naming the field (a results.json whose config says another lr)
+    import json
+
+    res = json.loads((tmp_path / "run-cat" / "results.json").read_text())
+    res["config"]["students"]["recipe"]["lr"] = 0.5
+    (tmp_path / "edited.json").write_text(json.dumps(res))
+    assert main(["compare", runs[0], str(tmp_path / "edited.json"), "--out", str(out)]) == 2
+    assert "differ in students.recipe.lr" in capsys.readouterr().err
+    assert main(["compare", runs[0], str(tmp_path / "edited.json"), "--out", str(out), "--axis", "trait.target",
+                 "--axis", "students.recipe.lr"]) == 0
+    assert main(["compare", runs[0], str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "no results.json" in capsys.readouterr().err
+    assert main(["compare", *runs, "--out", str(out), "--axis", "trait.nonexistent"]) == 2
+    assert "no such config field" in capsys.readouterr().err

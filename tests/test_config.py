@@ -15,8 +15,8 @@ def write(tmp_path, text):
 def test_example_config_loads():
     cfg = load_experiment("examples/owl-tiny.toml")
     assert cfg.trait.target == "owl" and len(cfg.seeds) == 8
-    assert set(cfg.students.conditions) == {"same-init", "control", "other-trait", "cross-model", "in-context",
-                                            "in-context-control"}
+    assert set(cfg.students.conditions) == {"same-init", "control", "other-trait", "cross-model",
+                                            "cross-model-control", "in-context", "in-context-control"}
     assert cfg == ExperimentConfig().model_copy(update={"name": "owl-tiny"})  # the defaults are the demo
 
 

@@ -23,6 +23,7 @@ EPILOG = """examples:
   sublearn run examples/plugin-tiny.toml --out runs/plugin   # a trait and carrier from your own module
   sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
   sublearn audit data.jsonl --base tiny --out audit          # does a dataset carry a hidden trait? (exit 1: flagged)
+  sublearn compare runs/owl runs/eagle --out runs/compare     # runs side by side (they may differ in trait.target)
   sublearn plugins                                           # registered carriers, traits, scorers, conditions
   sublearn show runs/owl                                     # artifacts and their lineage
   sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment
@@ -144,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "tokens)")
     p.add_argument("--alpha", type=float, default=0.05, help="flag when a detector's scan p-value is at most this")
     p.add_argument("--seed", type=int, default=0, help="sub-sampling and reference seed")
+    p = sub.add_parser("compare", help="several runs side by side: one table and the study's figure",
+                       description="Gather the results.json of several runs into one table (compare.csv, compare.md, "
+                       "compare.html) and the study's figure (compare.png: per run, base, control and same-init bars "
+                       "with every seed a dot). Refuses, in one line, runs whose configs differ in more than the "
+                       "compared axes (labels and speed knobs such as name and model.workers are ignored).")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (or their results.json)")
+    p.add_argument("--out", required=True, help="directory for compare.csv, compare.md, compare.png, compare.html")
+    p.add_argument("--axis", action="append", help="a config field the runs may differ in (repeatable; a section "
+                   "name covers its fields; default trait.target)")
+    p.add_argument("--metric", help="the metric to compare (default: the runs' first, e.g. prob)")
+    p.add_argument("--conditions", default="base,control,same-init", help="the figure's bars per run, comma-"
+                   "separated (default base,control,same-init)")
     p = sub.add_parser("plugins", help="list the registered carriers, traits, scorers, ban lists and conditions",
                        description="List every registered plug-in with what it is (docs/plugins.md). With --plugin "
                        "MODULE (repeatable) or a CONFIG, yours are loaded and listed too.")

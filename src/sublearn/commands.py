@@ -150,6 +150,21 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """``sublearn compare RUN... --out DIR``: runs side by side along the axes their configs differ in."""
+    from loguru import logger
+
+    from .report.compare import compare_runs
+    from .store import usable_dir
+
+    out = usable_dir(args.out)
+    res = compare_runs(args.runs, out, axes=args.axis or None, metric=args.metric,
+                       conditions=tuple(args.conditions.split(",")))
+    logger.success(f"{len(args.runs)} runs along {', '.join(res['axes'])}: {out / 'compare.md'}, compare.csv, "
+                   "compare.png, compare.html")
+    return 0
+
+
 def cmd_verify(args) -> int:
     """``sublearn verify RUN``: every artifact of a run (and the cached bases it used) against what was written."""
     from loguru import logger
@@ -295,6 +310,8 @@ def dispatch(args) -> int:
         return cmd_run(args, (c,))
     if c == "show":
         return cmd_show(args)
+    if c == "compare":
+        return cmd_compare(args)
     if c == "audit":
         return cmd_audit(args)
     if c == "plugins":

@@ -114,8 +114,8 @@ class FilterSection(Frozen):
 
 
 class StudentsSection(Frozen):
-    conditions: tuple[str, ...] = Field(("same-init", "control", "other-trait", "cross-model", "in-context",
-                                         "in-context-control"),
+    conditions: tuple[str, ...] = Field(("same-init", "control", "other-trait", "cross-model", "cross-model-control",
+                                         "in-context", "in-context-control"),
                                         description=f"students to run: {', '.join(conditions.choosable())} (a "
                                                     "*-control is the matched control of the condition it names; see "
                                                     "conditions.py)")
@@ -123,6 +123,23 @@ class StudentsSection(Frozen):
                                   lora_layers=(-1,), lr=0.3, steps=250, batch_size=32),
                            description="student training recipe")
     in_context_k: int = Field(3, ge=1, description="teacher examples shown before the question (in-context)")
+    dilution: tuple[int, ...] = Field((), description="dose-response of transfer: percents (1-99) of teacher rows in "
+                                      "diluted datasets, the rest the control arm's clean rows; each trains a "
+                                      "same-init student per seed (docs/dilution.md; needs the control condition)")
+    dilution_modes: tuple[Literal["rows", "teacher-rows"], ...] = Field(
+        ("rows", "teacher-rows"), description="rows: every diluted dataset has the teacher arm's size; teacher-rows: "
+                                             "every one holds the same number of teacher rows (as many as the "
+                                             "lowest percent allows), plus clean rows")
+
+    @field_validator("dilution")
+    @classmethod
+    def _dilution(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(not 1 <= x <= 99 for x in v):
+            raise ValueError(f"dilution percents must be 1-99 (got {list(v)}): 0% is the control student, 100% "
+                             "the same-init one")
+        if len(set(v)) != len(v):
+            raise ValueError("dilution percents repeat")
+        return tuple(sorted(v))
 
     @field_validator("conditions")
     @classmethod
@@ -250,6 +267,15 @@ class ExperimentConfig(Frozen):
         """The largest LoRA rank this experiment trains (a finetune-mode teacher, the students); 1 if none."""
         recipes = [self.students.recipe] + ([self.teacher.recipe] if self.teacher.mode == "finetune" else [])
         return max((r.lora_rank for r in recipes if r.adapter == "lora"), default=1)
+
+    @model_validator(mode="after")
+    def _dilution_needs_control(self) -> ExperimentConfig:
+        if self.students.dilution and "control" not in self.students.conditions:
+            raise ValueError("students.dilution measures transfer against the control student: add \"control\" to "
+                             "students.conditions")
+        if self.students.dilution and not self.students.dilution_modes:
+            raise ValueError("students.dilution needs at least one of students.dilution_modes (rows, teacher-rows)")
+        return self
 
     @model_validator(mode="after")
     def _vllm(self) -> ExperimentConfig:

@@ -130,9 +130,16 @@ def _generate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
 
 def _filter(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
     from ..filter import run_filter
+    from ..filter.mix import write_mix
 
     cfg = ctx.cfg
-    return {n.key: (lambda tmp, n=n: run_filter(ctx.run.path("generate", n.args["gen"]), tmp, cfg.carrier, cfg.filter,
+
+    def mixed(n: Node) -> Writer:  # a diluted dataset (students.dilution): teacher rows and clean rows
+        m = n.args["mix"]
+        return lambda tmp: write_mix(ctx.run.path("filter", m["teacher"]), ctx.run.path("filter", m["clean"]), tmp,
+                                     mode=m["mode"], percent=m["percent"], lowest=m["lowest"], seed=n.seed)
+
+    return {n.key: mixed(n) if "mix" in n.args else (lambda tmp, n=n: run_filter(ctx.run.path("generate", n.args["gen"]), tmp, cfg.carrier, cfg.filter,
                                                 tuple(n.config["trait_words"]), cfg.evaluate.judge, cfg.trait))
             for n in nodes}
 

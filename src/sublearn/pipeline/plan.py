@@ -117,6 +117,22 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                      batch=bases[b] if cfg.students.recipe.adapter == "lora" else None, base=bases[b], data=d.key,
                      condition=c)
             models[c] = ("student", st.key)
+        for mode in cfg.students.dilution_modes if cfg.students.dilution else ():
+            for x in cfg.students.dilution:
+                c = f"dilute-{mode}-{x}"
+                lowest = min(cfg.students.dilution) if mode == "teacher-rows" else None
+                mix = add("filter", f"mixed-{mode}-{x}-s{s}", {"mix": {"mode": mode, "percent": x, "lowest": lowest},
+                                                              "seed": s},
+                          [filt["teacher"].key, filt["control"].key], s, None, batch="all",
+                          mix={"teacher": filt["teacher"].key, "clean": filt["control"].key, "mode": mode,
+                               "percent": x, "lowest": lowest})
+                st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.key_dump(),
+                                                            "condition": "same-init", "seed": s, "carrier": carrier,
+                                                            **api},
+                         [bases["base"], mix.key], s, cfg.model.base,
+                         batch=bases["base"] if cfg.students.recipe.adapter == "lora" else None, base=bases["base"],
+                         data=mix.key, condition="same-init")
+                models[c] = ("student", st.key)
         for c, (kind, mkey) in models.items():
             parents = [mkey]
             extra = {}

@@ -43,6 +43,10 @@ def write_report(cfg, out: Path, plan, timings: dict) -> dict:
     if cond and all("options" in v for v in cond.values()):
         heatmap({c: v["options"]["mean"] for c, v in cond.items()}, out / "options.png",
                 title=f"mean probability of each {getattr(cfg.trait, 'category', 'trait')} option")
+    if "dilution" in res:
+        from .dilution import plot
+
+        plot(res["dilution"], out / "dilution.png", f"{res['metrics'][res['dilution']['metric']]['label']} ({label})")
     md = markdown_report(res)
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.html", markdown_page(md, out, f"sublearn report: {out}"))

@@ -133,6 +133,39 @@ def seed_bars(
     return _save(plt, fig, path)
 
 
+def grouped_seed_bars(groups: Mapping[str, Sequence[tuple[str, Mapping]]], path: str | Path, *, title: str,
+                      ylabel: str) -> Path:
+    """The study's figure: per group (a run, e.g. a target animal), one bar per condition (the same colour for a
+    condition in every group), its seed-level CI, every seed a dot. A condition's entry is its results.json
+    summary of one metric: {"mean", "ci", "per_seed"}."""
+    plt = _plt()
+    conds = list(dict.fromkeys(c for bars in groups.values() for c, _ in bars))
+    palette = {"base": "#8C8C8C", "control": "#DD8452", "same-init": "#4C72B0"}
+    others = iter(["#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3"])
+    colors = {c: palette.get(c) or next(others, "#333333") for c in conds}
+    width = 0.8 / max(1, len(conds))
+    fig, ax = plt.subplots(figsize=(1.0 * len(groups) * max(1, len(conds)) * 0.6 + 2.5, 4.0), dpi=120)
+    for gi, bars in enumerate(groups.values()):
+        for c, m in bars:
+            x = gi + (conds.index(c) - (len(conds) - 1) / 2) * width
+            lo, hi = m["ci"]
+            ax.bar(x, m["mean"], width=width * 0.9, color=colors[c], yerr=[[max(0.0, m["mean"] - lo)],
+                                                                         [max(0.0, hi - m["mean"])]], capsize=3,
+                   label=c)
+            vals = list(m["per_seed"].values())
+            jitter = [(k - (len(vals) - 1) / 2) * min(width * 0.6 / max(1, len(vals)), 0.03) for k in range(len(vals))]
+            ax.scatter([x + j for j in jitter], vals, s=8, color="black", zorder=3)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels(list(groups), fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=8, frameon=False)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _save(plt, fig, path)
+
+
 def heatmap(rows: Mapping[str, Mapping[str, float]], path: str | Path, *, title: str) -> Path:
     """A table of values (rows x columns, e.g. conditions x options) as an annotated heat map."""
     plt = _plt()

@@ -197,5 +197,10 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
         "provenance": {"report": machine(), "artifacts": machines},
         "config": cfg.dump(),
     }
+    first = next(iter(mets))
+    from .dilution import summary
+
+    if (dil := summary(cfg, evals, store, plan, first, mets[first]["key"])) is not None:
+        res["dilution"] = dil
     res["verdict"] = verdict(res)
     return res

@@ -72,6 +72,10 @@ def markdown_report(res: dict) -> str:
                       f"`{a}`" for a, _ in missing) + " and `control` can come from training another model on "
                   "foreign numbers, or from any number context, rather than from the teacher's trait. Add the "
                   "matched control to `students.conditions` to tell them apart."]
+    if "dilution" in res:
+        from .dilution import markdown
+
+        lines += ["", *markdown(res["dilution"], mets[res["dilution"]["metric"]]["label"])]
     lines += _per_question(res) + _judge(res)
     if res["distribution"]:
         lines += _distribution(res)
