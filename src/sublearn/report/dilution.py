@@ -94,6 +94,12 @@ def plot(d: dict, path: Path, label: str) -> None:
                     if d["full"]["ci"] else None, marker="*", ms=11, color="black", capsize=3, ls="none",
                     label="same-init (100%)")
     ax.axhline(0, color="grey", lw=0.5)
+    levels = sorted({v["percent"] for m in d["modes"].values() for v in m["levels"]} | {100})
+    if levels[0] < 10:  # low doses spread out on a log axis
+        ax.set_xscale("log")
+        ax.set_xticks(levels)
+        ax.set_xticklabels([str(x) for x in levels], fontsize=8)
+        ax.minorticks_off()
     ax.set_xlabel("teacher rows in the student's data (%)")
     ax.set_ylabel(f"transfer: {label} minus control")
     ax.legend(fontsize=8, frameon=False)
