@@ -198,6 +198,10 @@ class ExperimentConfig(Frozen):
     name: str = Field("experiment", description="a label for reports")
     seeds: tuple[int, ...] = Field((0, 1, 2, 3, 4, 5, 6, 7), min_length=1, description="independent repetitions "
                                    f"(teacher, data, students); each 0..{SEED_MAX}, no repeats")
+    generations: int = Field(1, ge=1, le=20, description="chain length: with k > 1 the same-init student of "
+                             "generation i writes the data (same carrier, filter and prompts) that trains the student "
+                             "of generation i + 1, from the base's same initialization; the control student's chain "
+                             "runs beside it (docs/chains.md; needs the same-init and control conditions)")
     model: ModelSection = Field(ModelSection(), description="base models")
     trait: SerializeAsAny[Trait] = Field(PreferenceTrait(), description="the trait the teacher has: kind = "
                                          "a registered trait (preference, or a plug-in's), plus its parameters")
@@ -267,6 +271,17 @@ class ExperimentConfig(Frozen):
         """The largest LoRA rank this experiment trains (a finetune-mode teacher, the students); 1 if none."""
         recipes = [self.students.recipe] + ([self.teacher.recipe] if self.teacher.mode == "finetune" else [])
         return max((r.lora_rank for r in recipes if r.adapter == "lora"), default=1)
+
+    @model_validator(mode="after")
+    def _chains(self) -> ExperimentConfig:
+        if self.generations > 1:
+            missing = [c for c in ("same-init", "control") if c not in self.students.conditions]
+            if missing:
+                raise ValueError(f"generations = {self.generations} chains the same-init and control students: add "
+                                 f"{', '.join(repr(c) for c in missing)} to students.conditions")
+            if self.model.backend == "openai":
+                raise ValueError("generations > 1 needs students that generate locally (model.backend hf or vllm)")
+        return self
 
     @model_validator(mode="after")
     def _dilution_needs_control(self) -> ExperimentConfig:

@@ -105,7 +105,11 @@ def _generate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
     items = []
     for n in nodes:
         model, system = ctx.base(cfg.model.base, n.args["base"]), None
-        if n.args["teacher"]:
+        if n.args.get("student"):  # a chain's generation: the previous generation's student writes the data
+            from .. import models
+
+            model = models.load(ctx.run.path("finetune", n.args["student"]) / "model")
+        elif n.args["teacher"]:
             teacher, system = _teacher_model(ctx, n.args["teacher"])
             model = teacher or model
         items.append((n, model, system, GenerateRequest(cfg.carrier, cfg.generate.n_prompts, cfg.generate.sampling,

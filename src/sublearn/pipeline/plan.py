@@ -117,6 +117,24 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                      batch=bases[b] if cfg.students.recipe.adapter == "lora" else None, base=bases[b], data=d.key,
                      condition=c)
             models[c] = ("student", st.key)
+        chains = {"chain": models.get("same-init"), "chain-control": models.get("control")}
+        for g in range(1, cfg.generations):  # each chain's student writes the next generation's data
+            for chain, (_, prev) in chains.items():
+                arm = f"{chain}-g{g}"
+                gen = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.key_dump(), "carrier": carrier,
+                                                           "seed": s, "arm": arm},
+                          [prev], s, cfg.model.base, batch=bases["base"], teacher=None, student=prev,
+                          base=bases["base"], arm=arm)
+                f = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump(), "carrier": carrier,
+                                                           "trait_words": words, **judged}, [gen.key], s, None,
+                        batch="all",
+                        gen=gen.key, arm=arm)
+                st = add("finetune", f"student-{arm}-s{s}", {"recipe": cfg.students.recipe.key_dump(),
+                                                             "condition": "same-init", "seed": s, "carrier": carrier},
+                         [bases["base"], f.key], s, cfg.model.base,
+                         batch=bases["base"] if cfg.students.recipe.adapter == "lora" else None, base=bases["base"],
+                         data=f.key, condition="same-init")
+                models[arm] = chains[chain] = ("student", st.key)
         for mode in cfg.students.dilution_modes if cfg.students.dilution else ():
             for x in cfg.students.dilution:
                 c = f"dilute-{mode}-{x}"

@@ -43,6 +43,11 @@ def write_report(cfg, out: Path, plan, timings: dict) -> dict:
     if cond and all("options" in v for v in cond.values()):
         heatmap({c: v["options"]["mean"] for c, v in cond.items()}, out / "options.png",
                 title=f"mean probability of each {getattr(cfg.trait, 'category', 'trait')} option")
+    if "chain" in res:
+        from .chain import plot as chain_plot
+
+        chain_plot(res["chain"], out / "chain.png", {k: {m: cond[k][m]["mean"] for m in res["metrics"]}
+                                                     for k in ("base", "teacher") if k in cond})
     if "dilution" in res:
         from .dilution import plot
 

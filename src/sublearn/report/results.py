@@ -202,5 +202,9 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
 
     if (dil := summary(cfg, evals, store, plan, first, mets[first]["key"])) is not None:
         res["dilution"] = dil
+    from .chain import summary as chain_summary
+
+    if (chain := chain_summary(cfg, evals, mets)) is not None:
+        res["chain"] = chain
     res["verdict"] = verdict(res)
     return res
