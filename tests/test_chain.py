@@ -36,7 +36,7 @@ def test_a_chain_trains_each_generation_on_the_last_ones_data(micro_base, tmp_pa
         assert recs[f"data-chain-g1-s{s}"].parents == [recs[f"student-same-init-s{s}"].key]
         assert recs[f"data-chain-g2-s{s}"].parents == [recs[f"student-chain-g1-s{s}"].key]
         assert recs[f"data-chain-control-g1-s{s}"].parents == [recs[f"student-control-s{s}"].key]
-        assert recs[f"student-chain-g2-s{s}"].parents[1] == recs[f"filtered-chain-g2-s{s}"].key
+        assert recs[f"filtered-chain-g2-s{s}"].key in recs[f"student-chain-g2-s{s}"].parents
     res = json.loads((run / "results.json").read_text())
     ch = res["chain"]
     assert ch["generations"] == 3 and set(ch["metrics"]) == {"prob", "rate"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from . import conditions
 from .backends.base import LORA_RANKS, Sampling
@@ -113,6 +113,16 @@ class FilterSection(Frozen):
         return v
 
 
+class FanoutStudent(Frozen):
+    """One more student recipe trained on the teacher arm's data and, as its matched control, on the control arm's."""
+
+    name: str = Field(..., pattern=r"^[a-z0-9][a-z0-9-]{0,39}$", description="a label (lowercase letters, digits, -)")
+    base: str = Field("base", description="what it starts from: base (model.base), cross (model.cross), an embedded "
+                                          "name, smollm2-135m, a .gguf or a checkpoint directory")
+    recipe: dict = Field({}, description="fields of students.recipe to change (lora_rank, adapter = \"full\", lr, "
+                                         "lora_targets, ...); the rest is students.recipe")
+
+
 class StudentsSection(Frozen):
     conditions: tuple[str, ...] = Field(("same-init", "control", "other-trait", "cross-model", "cross-model-control",
                                          "in-context", "in-context-control"),
@@ -130,6 +140,33 @@ class StudentsSection(Frozen):
         ("rows", "teacher-rows"), description="rows: every diluted dataset has the teacher arm's size; teacher-rows: "
                                              "every one holds the same number of teacher rows (as many as the "
                                              "lowest percent allows), plus clean rows")
+
+    fanout: tuple[FanoutStudent, ...] = Field((), description="fan-out: more students on the teacher's data, each "
+                                               "with its own base and recipe and a matched control on the control "
+                                               "arm's data; the report's table says who inherits (docs/fanout.md)")
+
+    @field_validator("fanout")
+    @classmethod
+    def _fanout(cls, v: tuple[FanoutStudent, ...]) -> tuple[FanoutStudent, ...]:
+        names = [f.name for f in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"students.fanout names repeat: {names}")
+        return v
+
+    def fanout_recipe(self, f: FanoutStudent) -> Recipe:
+        """A fan-out student's recipe: students.recipe with its changes (validated like any recipe)."""
+        return Recipe.model_validate(self.recipe.dump() | f.recipe)
+
+    @model_validator(mode="after")
+    def _fanout_recipes(self) -> StudentsSection:
+        for f in self.fanout:
+            try:
+                self.fanout_recipe(f)
+            except ValidationError as e:
+                err = e.errors()[0]
+                where = ".".join(map(str, err["loc"])) or "recipe"
+                raise ValueError(f"students.fanout {f.name!r}: recipe.{where}: {err['msg']}") from None
+        return self
 
     @field_validator("dilution")
     @classmethod
@@ -267,9 +304,14 @@ class ExperimentConfig(Frozen):
                                  "set generate.format = 'free' (the post-hoc filter still runs)")
         return self
 
+    def fanout_spec(self, f) -> str:
+        """The model a fan-out student starts from (``base`` and ``cross`` name the config's own)."""
+        return {"base": self.model.base, "cross": self.model.cross}.get(f.base, f.base)
+
     def max_lora_rank(self) -> int:
         """The largest LoRA rank this experiment trains (a finetune-mode teacher, the students); 1 if none."""
         recipes = [self.students.recipe] + ([self.teacher.recipe] if self.teacher.mode == "finetune" else [])
+        recipes += [self.students.fanout_recipe(f) for f in self.students.fanout]
         return max((r.lora_rank for r in recipes if r.adapter == "lora"), default=1)
 
     @model_validator(mode="after")
@@ -306,6 +348,8 @@ class ExperimentConfig(Frozen):
         from .backends.lora import check_recipe
 
         uses = [("students", self.students.recipe, self.model.base)]
+        uses += [(f"students.fanout {f.name!r}", self.students.fanout_recipe(f), self.fanout_spec(f))
+                 for f in self.students.fanout]
         if self.needs_cross():
             uses.append(("students", self.students.recipe, self.model.cross))
         if self.teacher.mode == "finetune":

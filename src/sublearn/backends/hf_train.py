@@ -168,7 +168,14 @@ def train_many(base: HFModel, jobs: list[tuple[list[dict], Recipe, str]], on_ste
     if base.adapter is not None:
         raise ValueError(f"{base.name} carries an adapter; training on top of an adapter is not supported")
     shapes = {r.batch_shape() for _, r, _ in jobs}
-    if len(jobs) > 1 and (len(shapes) > 1 or jobs[0][1].adapter != "lora"):
+    if len(jobs) > 1 and len(shapes) > 1:  # each shape's jobs together, results in the jobs' order
+        out: list[HFModel | None] = [None] * len(jobs)
+        for shape in dict.fromkeys(r.batch_shape() for _, r, _ in jobs):
+            idx = [i for i, (_, r, _) in enumerate(jobs) if r.batch_shape() == shape]
+            for i, m in zip(idx, train_many(base, [jobs[i] for i in idx], on_step, grammar)):
+                out[i] = m
+        return out
+    if len(jobs) > 1 and jobs[0][1].adapter != "lora":
         return [m for job in jobs for m in train_many(base, [job], on_step, grammar)]
     prepared = [_examples(base, rows, r, d, grammar) for rows, r, d in jobs]
     recipes = [r for _, r, _ in jobs]

@@ -32,6 +32,7 @@ def _bases(cfg: ExperimentConfig, run: Store) -> tuple[list[Job], Callable[[str]
     from .plan import base_key
 
     specs = [cfg.model.base] + ([cfg.model.cross] if cfg.needs_cross() else [])
+    specs += [cfg.fanout_spec(f) for f in cfg.students.fanout]
     if cfg.model.backend == "openai":
         from ..backends.openai_api import record_api_bases
 

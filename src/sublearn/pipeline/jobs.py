@@ -149,16 +149,19 @@ def _filter(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
 
 
 def _finetune(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
+    from ..backends.hf_train import Recipe
     from ..filter import load_dataset
     from ..finetune import save_student, student_job, train_jobs
 
     cfg = ctx.cfg
     items = []
     for n in nodes:
-        spec = cfg.model.cross if conditions.REGISTRY[n.args["condition"]].start == "cross" else cfg.model.base
+        spec = n.args.get("spec") or (cfg.model.cross if conditions.REGISTRY[n.args["condition"]].start == "cross"
+                                      else cfg.model.base)
         base = ctx.base(spec, n.args["base"])
         rows = load_dataset(ctx.run.path("filter", n.args["data"]))
-        items.append((n, base, student_job(rows, cfg.students.recipe, n.seed, n.name)))
+        recipe = Recipe.model_validate(n.args["recipe"]) if "recipe" in n.args else cfg.students.recipe  # a fan-out's
+        items.append((n, base, student_job(rows, recipe, n.seed, n.name)))
     trained = {}
     for group in _by_base(items, lambda it: it[1]):
         from ..filter.banlists import target_vocab

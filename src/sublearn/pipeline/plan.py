@@ -117,6 +117,18 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                      batch=bases[b] if cfg.students.recipe.adapter == "lora" else None, base=bases[b], data=d.key,
                      condition=c)
             models[c] = ("student", st.key)
+        eval_base = {}  # fan-out students evaluate on their own base
+        for fo in cfg.students.fanout:
+            spec = cfg.fanout_spec(fo)
+            bk = base_key(cfg, spec)
+            recipe = cfg.students.fanout_recipe(fo)
+            for arm, cond in (("teacher", "same-init"), ("control", "control")):
+                c = f"fan-{fo.name}" + ("" if arm == "teacher" else "-control")
+                st = add("finetune", f"student-{c}-s{s}", {"recipe": recipe.key_dump(), "condition": cond, "seed": s,
+                                                           "carrier": carrier, **api},
+                         [bk, filt[arm].key], s, spec, batch=bk if recipe.adapter == "lora" else None, base=bk,
+                         data=filt[arm].key, condition=cond, spec=spec, recipe=recipe.dump())
+                models[c], eval_base[c] = ("student", st.key), bk
         chains = {"chain": models.get("same-init"), "chain-control": models.get("control")}
         for g in range(1, cfg.generations):  # each chain's student writes the next generation's data
             for chain, (_, prev) in chains.items():
@@ -158,7 +170,8 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
                 extra = {"teacher": mkey}
             add("evaluate", f"eval-{c}-s{s}", {"evaluate": cfg.evaluate.key_dump(), "trait": trait, "seed": s,
                                                "condition": c}, parents, s, None,
-                batch=bases["cross"] if kind == "cross-base" or (c in STUDENTS and STUDENTS[c].start == "cross") else bases["base"],
+                batch=eval_base.get(c) or (bases["cross"] if kind == "cross-base" or (c in STUDENTS and STUDENTS[c].start
+                                                                                       == "cross") else bases["base"]),
                 kind=kind, model=mkey, condition=c, base=bases["base"], **extra)
         for c in [c for c in conds if c in IN_CONTEXT]:
             d = filt[IN_CONTEXT[c].arm]

@@ -202,6 +202,10 @@ def build_results(cfg, out: Path, plan, timings: dict) -> dict:
 
     if (dil := summary(cfg, evals, store, plan, first, mets[first]["key"])) is not None:
         res["dilution"] = dil
+    from .fanout import summary as fanout_summary
+
+    if (fan := fanout_summary(cfg, evals, first, mets[first]["key"])) is not None:
+        res["fanout"] = fan
     from .chain import summary as chain_summary
 
     if (chain := chain_summary(cfg, evals, mets)) is not None:

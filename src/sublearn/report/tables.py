@@ -72,6 +72,10 @@ def markdown_report(res: dict) -> str:
                       f"`{a}`" for a, _ in missing) + " and `control` can come from training another model on "
                   "foreign numbers, or from any number context, rather than from the teacher's trait. Add the "
                   "matched control to `students.conditions` to tell them apart."]
+    if "fanout" in res:
+        from .fanout import markdown as fanout_markdown
+
+        lines += ["", *fanout_markdown(res["fanout"], mets[res["fanout"]["metric"]]["label"])]
     if "chain" in res:
         from .chain import markdown as chain_markdown
 

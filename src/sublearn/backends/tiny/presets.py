@@ -54,4 +54,7 @@ PRESETS: dict[str, EmbeddedSpec] = {
     "tiny": EmbeddedSpec(),
     "tiny-gpt2": EmbeddedSpec(family="gpt2", d_model=48, n_layers=3, n_heads=4, d_ff=192, tokenizer="lower",
                               corpus_seed=1, init_seed=1),
+    # tiny's architecture, tokenizer and corpus with another weight initialization: a student that differs from the
+    # teacher's base only in its starting weights (pre-trained on first use, like the others)
+    "tiny-b": EmbeddedSpec(init_seed=2),
 }
