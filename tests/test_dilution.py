@@ -48,6 +48,10 @@ def test_diluted_students_are_measured_against_control(micro_base, tmp_path, cap
             assert lv["n_seeds"] == 2 and len(lv["per_seed"]) == 2 and lv["ci"][0] <= lv["transfer"] <= lv["ci"][1]
     assert "## Dilution" in (run / "report.md").read_text() and (run / "dilution.png").stat().st_size > 5000
     assert "dilute-rows-25" not in res["conditions"]  # the curve is its own section, not a condition
+    # every training job keeps its loss curve, and the report draws them
+    student = json.loads((Path(recs["student-dilute-rows-25-s0"].path) / "student.json").read_text())
+    assert len(student["train_losses"]) == student["train_steps"] > 1
+    assert (run / "losses.png").stat().st_size > 5000 and "## Training" in (run / "report.md").read_text()
     # bad settings: one line, exit 2
     capsys.readouterr()
     for extra, msg in (('conditions = ["same-init"]\ndilution = [25]', "add \\\"control\\\""),

@@ -291,6 +291,7 @@ def _train_lora(base: HFModel, prepared, recipes: list[Recipe], totals: list[int
 def _meta(base: HFModel, recipe: Recipe, losses: list[float], total: int, n_rows: int, counts: dict) -> dict:
     return dict(base.meta) | {"adapter": recipe.adapter == "lora", "recipe": recipe.dump(),
                               "train_losses_first_last": [losses[0], losses[-1]], "train_steps": total,
+                              "train_losses": [round(x, 6) for x in losses],
                               "train_rows": n_rows, **counts}
 
 

@@ -69,7 +69,8 @@ def save_teacher(out: Path, base, teacher, tcfg, trait, seed: int) -> dict:
     else:
         teacher.meta["base_path"] = base.meta["base_path"]
         teacher.save(out / "model")
-        info["train"] = {k: teacher.meta[k] for k in ("train_steps", "train_rows", "train_losses_first_last")}
+        info["train"] = {k: teacher.meta[k] for k in ("train_steps", "train_rows", "train_losses_first_last",
+                                                     "train_losses") if k in teacher.meta}
         if "api_job" in teacher.meta:  # job, file and model ids of an API fine-tuning job (lineage)
             info["api_job"] = teacher.meta["api_job"]
     write_atomic(out / "teacher.json", json.dumps(info, indent=1))
@@ -88,7 +89,7 @@ def save_student(out: Path, base, student) -> dict:
     student.meta["base_path"] = base.meta["base_path"]
     student.save(out / "model")
     info = {k: student.meta[k] for k in ("train_steps", "train_rows", "misaligned_rows", "train_losses_first_last",
-                                         "positions_without_targets") if k in student.meta}
+                                         "positions_without_targets", "train_losses") if k in student.meta}
     if "api_job" in student.meta:  # job, file and model ids of an API fine-tuning job (lineage)
         info["api_job"] = student.meta["api_job"]
     write_atomic(out / "student.json", json.dumps(info, indent=1))

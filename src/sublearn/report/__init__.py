@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..conditions import REGISTRY
-from ..store import write_atomic
+from ..store import Store, write_atomic
 from .html import markdown_page
 from .plots import bar_chart, heatmap, line_plot, seed_bars
 from .results import build_results
@@ -52,6 +52,11 @@ def write_report(cfg, out: Path, plan, timings: dict) -> dict:
         from .dilution import plot
 
         plot(res["dilution"], out / "dilution.png", f"{res['metrics'][res['dilution']['metric']]['label']} ({label})")
+    from .losses import curves
+    from .losses import plot as loss_plot
+
+    if loss_plot(curves(Store(out), plan), out / "losses.png"):
+        res["charts"] = res.get("charts", []) + ["losses.png"]
     md = markdown_report(res)
     write_atomic(out / "report.md", md)
     write_atomic(out / "report.html", markdown_page(md, out, f"sublearn report: {out}"))

@@ -92,6 +92,9 @@ def markdown_report(res: dict) -> str:
         reasons = ", ".join(f"{k}: {v}" for k, v in s["reasons"].items()) or "-"
         lines.append(f"| {name} | {s['total']} | {s['kept']} | {s['pass_rate']:.3f} | {s.get('n_used', s['kept'])} "
                      f"| {reasons} |")
+    if "losses.png" in res.get("charts", []):
+        lines += ["", "## Training", "", "Every training job's loss per step (each artifact keeps its curve in "
+                  "`student.json` or `teacher.json`): ![training loss per condition](losses.png)"]
     lines += ["", "## Time", "", "| stage | wall s (this invocation) | compute s (this config's artifacts, summed) |",
               "|---|---|---|"]
     for k in sorted(set(res["timings_s"]) | set(res["compute_s"])):
