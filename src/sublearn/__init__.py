@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ExperimentConfig": "sublearn.config",
     "load_experiment": "sublearn.config",
-    "run": "sublearn.pipeline",
+    "run": "sublearn.api",
+    "Results": "sublearn.api",
     "make_plan": "sublearn.pipeline",
     "Store": "sublearn.store",
     "artifact_key": "sublearn.store",
