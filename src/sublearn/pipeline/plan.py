@@ -82,6 +82,26 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
 
     carrier = cfg.carrier.key_dump()
     words = filter_words(cfg)
+    judged = {"judge": cfg.evaluate.judge.key_dump()} if cfg.filter.judge != "none" else {}
+
+    def dataset(s: int, arm: str, parent: str, **writer) -> Node:
+        """A generated arm and its filtered dataset (``writer``: the teacher or student that writes it)."""
+        g = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.key_dump(), "carrier": carrier,
+                                                 "seed": s, "arm": arm},
+                [parent], s, cfg.model.base, batch=bases["base"], base=bases["base"], arm=arm, **writer)
+        return add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump(), "carrier": carrier,
+                                                      "trait_words": words, **judged}, [g.key], s, None,
+                   batch="all", gen=g.key, arm=arm)
+
+    def student(s: int, name: str, condition: str, data: str, base: str, model: str, rec=None, **args) -> Node:
+        """A student trained on dataset ``data`` from base ``base`` (key) of model ``model``; ``rec``: its recipe
+        (default students.recipe)."""
+        rec = rec or cfg.students.recipe
+        return add("finetune", f"student-{name}-s{s}", {"recipe": rec.key_dump(), "condition": condition,
+                                                         "seed": s, "carrier": carrier, **api},
+                   [base, data], s, model, batch=base if rec.adapter == "lora" else None, base=base, data=data,
+                   condition=condition, **args)
+
     for s in cfg.seeds:
         variants = {"teacher": cfg.trait}
         if "other-trait" in conds:
@@ -94,75 +114,40 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
         arms = dict(teachers)
         if any((STUDENTS.get(c) or IN_CONTEXT[c]).arm == "control" for c in conds):
             arms["control"] = None
-        filt = {}
-        for arm, teacher in arms.items():
-            parent = teacher.key if teacher else bases["base"]
-            g = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.key_dump(), "carrier": carrier,
-                                                     "seed": s, "arm": arm},
-                    [parent], s, cfg.model.base, batch=bases["base"], teacher=teacher.key if teacher else None,
-                    base=bases["base"], arm=arm)
-            judged = {"judge": cfg.evaluate.judge.key_dump()} if cfg.filter.judge != "none" else {}
-            filt[arm] = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump(), "carrier": carrier,
-                                                               "trait_words": words, **judged}, [g.key], s, None,
-                            batch="all", gen=g.key, arm=arm)
+        filt = {arm: dataset(s, arm, teacher.key if teacher else bases["base"], teacher=teacher.key if teacher else None)
+                for arm, teacher in arms.items()}
         models = {"base": ("base", bases["base"]), "teacher": ("teacher", teachers["teacher"].key)}
         if "cross" in bases:  # the cross model before training: where cross-model students start from
             models["cross-base"] = ("cross-base", bases["cross"])
         for c in [c for c in conds if c in STUDENTS]:
-            b, arm = STUDENTS[c].start, STUDENTS[c].arm
-            d = filt[arm]
-            st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.key_dump(), "condition": c,
-                                                       "seed": s, "carrier": carrier, **api},
-                     [bases[b], d.key], s, cfg.model.cross if b == "cross" else cfg.model.base,
-                     batch=bases[b] if cfg.students.recipe.adapter == "lora" else None, base=bases[b], data=d.key,
-                     condition=c)
+            b = STUDENTS[c].start
+            st = student(s, c, c, filt[STUDENTS[c].arm].key, bases[b], cfg.model.cross if b == "cross" else cfg.model.base)
             models[c] = ("student", st.key)
         eval_base = {}  # fan-out students evaluate on their own base
         for fo in cfg.students.fanout:
-            spec = cfg.fanout_spec(fo)
+            spec, recipe = cfg.fanout_spec(fo), cfg.students.fanout_recipe(fo)
             bk = base_key(cfg, spec)
-            recipe = cfg.students.fanout_recipe(fo)
             for arm, cond in (("teacher", "same-init"), ("control", "control")):
                 c = f"fan-{fo.name}" + ("" if arm == "teacher" else "-control")
-                st = add("finetune", f"student-{c}-s{s}", {"recipe": recipe.key_dump(), "condition": cond, "seed": s,
-                                                           "carrier": carrier, **api},
-                         [bk, filt[arm].key], s, spec, batch=bk if recipe.adapter == "lora" else None, base=bk,
-                         data=filt[arm].key, condition=cond, spec=spec, recipe=recipe.dump())
+                st = student(s, c, cond, filt[arm].key, bk, spec, recipe, spec=spec, recipe=recipe.dump())
                 models[c], eval_base[c] = ("student", st.key), bk
         chains = {"chain": models.get("same-init"), "chain-control": models.get("control")}
         for g in range(1, cfg.generations):  # each chain's student writes the next generation's data
             for chain, (_, prev) in chains.items():
                 arm = f"{chain}-g{g}"
-                gen = add("generate", f"data-{arm}-s{s}", {"generate": cfg.generate.key_dump(), "carrier": carrier,
-                                                           "seed": s, "arm": arm},
-                          [prev], s, cfg.model.base, batch=bases["base"], teacher=None, student=prev,
-                          base=bases["base"], arm=arm)
-                f = add("filter", f"filtered-{arm}-s{s}", {"filter": cfg.filter.key_dump(), "carrier": carrier,
-                                                           "trait_words": words, **judged}, [gen.key], s, None,
-                        batch="all",
-                        gen=gen.key, arm=arm)
-                st = add("finetune", f"student-{arm}-s{s}", {"recipe": cfg.students.recipe.key_dump(),
-                                                             "condition": "same-init", "seed": s, "carrier": carrier},
-                         [bases["base"], f.key], s, cfg.model.base,
-                         batch=bases["base"] if cfg.students.recipe.adapter == "lora" else None, base=bases["base"],
-                         data=f.key, condition="same-init")
-                models[arm] = chains[chain] = ("student", st.key)
+                f = dataset(s, arm, prev, teacher=None, student=prev)
+                models[arm] = chains[chain] = ("student", student(s, arm, "same-init", f.key, bases["base"],
+                                                                  cfg.model.base).key)
         for mode in cfg.students.dilution_modes if cfg.students.dilution else ():
             for x in cfg.students.dilution:
-                c = f"dilute-{mode}-{x}"
                 lowest = min(cfg.students.dilution) if mode == "teacher-rows" else None
                 mix = add("filter", f"mixed-{mode}-{x}-s{s}", {"mix": {"mode": mode, "percent": x, "lowest": lowest},
                                                               "seed": s},
                           [filt["teacher"].key, filt["control"].key], s, None, batch="all",
                           mix={"teacher": filt["teacher"].key, "clean": filt["control"].key, "mode": mode,
                                "percent": x, "lowest": lowest})
-                st = add("finetune", f"student-{c}-s{s}", {"recipe": cfg.students.recipe.key_dump(),
-                                                            "condition": "same-init", "seed": s, "carrier": carrier,
-                                                            **api},
-                         [bases["base"], mix.key], s, cfg.model.base,
-                         batch=bases["base"] if cfg.students.recipe.adapter == "lora" else None, base=bases["base"],
-                         data=mix.key, condition="same-init")
-                models[c] = ("student", st.key)
+                c = f"dilute-{mode}-{x}"
+                models[c] = ("student", student(s, c, "same-init", mix.key, bases["base"], cfg.model.base).key)
         for c, (kind, mkey) in models.items():
             parents = [mkey]
             extra = {}
