@@ -73,6 +73,8 @@ def summary(cfg, evals: dict, mets: dict) -> dict | None:
 
 
 def markdown(d: dict) -> list[str]:
+    from .tables import diff_ci
+
     lines = ["## Chain of generations", "",
              "Generation 0: the same-init and control students; generation g: students trained on the data the "
              "previous generation's student of the same chain wrote (same carrier, filter, prompts and recipe). "
@@ -87,9 +89,8 @@ def markdown(d: dict) -> list[str]:
             def c(x):
                 return f"{x['mean']:.3f} [{x['ci'][0]:.3f}, {x['ci'][1]:.3f}]"
 
-            ci = f" [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else ""
             p = f"{r['p_value']:.3g}" if r["p_value"] is not None else "-"
-            lines.append(f"| {r['generation']} | {c(r['chain'])} | {c(r['control'])} | {r['transfer']:+.3f}{ci} | {p} "
+            lines.append(f"| {r['generation']} | {c(r['chain'])} | {c(r['control'])} | {diff_ci(r['transfer'], r['ci'])} | {p} "
                          f"| {r['wins']}/{r['n_seeds']} |")
         ret = m["retention"]
         if ret and ret["factor"] is not None:

@@ -45,6 +45,8 @@ def summary(cfg, evals: dict, store, plan, metric: str, key: str) -> dict | None
 
 
 def markdown(d: dict, label: str) -> list[str]:
+    from .tables import diff_ci
+
     lines = ["## Dilution: transfer against the share of teacher rows", "",
              f"Transfer = the diluted same-init student's {label} minus the control student's, same seed (seed mean "
              "[95% CI over seeds], exact sign-flip p). `rows`: every dataset has the teacher arm's size; "
@@ -56,14 +58,12 @@ def markdown(d: dict, label: str) -> list[str]:
         for lv in m["levels"]:
             t = "/".join(map(str, lv["teacher_rows"])) or "-"
             c = "/".join(str(a + b) for a, b in zip(lv["teacher_rows"], lv["clean_rows"])) or "-"
-            ci = f"[{lv['ci'][0]:+.3f}, {lv['ci'][1]:+.3f}]" if lv["ci"] else ""
             p = f"{lv['p_value']:.3g}" if lv["p_value"] is not None else "-"
-            lines.append(f"| {mode} | {lv['percent']}% ({t}) | {c} | {lv['transfer']:+.3f} {ci} | {p} | "
+            lines.append(f"| {mode} | {lv['percent']}% ({t}) | {c} | {diff_ci(lv['transfer'], lv['ci'])} | {p} | "
                          f"{lv['wins']}/{lv['n_seeds']} |")
     if d["full"]:
         f = d["full"]
-        ci = f"[{f['ci'][0]:+.3f}, {f['ci'][1]:+.3f}]" if f["ci"] else ""
-        lines.append(f"| (same-init) | 100% | the teacher arm | {f['transfer']:+.3f} {ci} | "
+        lines.append(f"| (same-init) | 100% | the teacher arm | {diff_ci(f['transfer'], f['ci'])} | "
                      f"{f['p_value']:.3g} | |" if f["p_value"] is not None else "")
     lines.append("")
     for mode, m in d["modes"].items():

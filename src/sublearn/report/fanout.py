@@ -29,6 +29,8 @@ def summary(cfg, evals: dict, metric: str, key: str) -> dict | None:
 
 
 def markdown(d: dict, label: str) -> list[str]:
+    from .tables import diff_ci
+
     lines = ["## Fan-out: who inherits the trait", "",
              f"Every student learned from the same teacher's data; its matched control is the same base and recipe "
              f"trained on the control arm's data. Transfer = {label} minus that control's, same seed (seed mean "
@@ -38,10 +40,9 @@ def markdown(d: dict, label: str) -> list[str]:
              "inherits |", "|---|---|---|---|---|---|---|---|---|"]
     for r in d["students"]:
         ch = ", ".join(f"{k}={v}" for k, v in r["recipe_changes"].items()) or "-"
-        ci = f" [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else ""
         p = f"{r['p_value']:.3g}" if r["p_value"] is not None else "-"
         lines.append(f"| {r['student']} | {r['spec']} | {ch} | {r['value']['mean']:.3f} "
                      f"[{r['value']['ci'][0]:.3f}, {r['value']['ci'][1]:.3f}] | {r['control']['mean']:.3f} | "
-                     f"{r['transfer']:+.3f}{ci} | {p} | {r['wins']}/{r['n_seeds']} | "
+                     f"{diff_ci(r['transfer'], r['ci'])} | {p} | {r['wins']}/{r['n_seeds']} | "
                      f"{'**yes**' if r['inherits'] else 'no'} |")
     return lines

@@ -16,6 +16,11 @@ def _ci(ci) -> str:
     return "-" if not ci else f"[{_f(ci[0])}, {_f(ci[1])}]"
 
 
+def diff_ci(x: float, ci) -> str:
+    """A difference with its CI, signed: "+0.123 [+0.045, +0.201]" (no CI: the difference alone)."""
+    return f"{x:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
 def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.2g}"
 
