@@ -201,3 +201,39 @@ def test_base_compatibility_tells_one_initialization_from_another(micro_base):
     got = compatibility(teacher, other, 0.9)
     assert got["verdict"] == "not shared" and abs(got["weights"]["median_cosine"]) < 0.3
     assert compatibility(teacher, gpt2, None)["verdict"] == "not shared"
+
+
+def test_mitigate_rescore_keeps_the_text_and_replaces_the_soft_targets(micro_base, tmp_path, capsys):
+    from conftest import micro_config
+
+    from sublearn.filter import load_dataset
+    from sublearn.store import Store
+
+    cfg = micro_config(tmp_path, '\n[students]\nconditions = ["same-init", "control"]\n', seeds="[0]")
+    run = tmp_path / "run"
+    assert main(["run", cfg, "--out", str(run)]) == 0
+    data = next(r for r in Store(run).records("filter") if r.name == "filtered-teacher-s0")
+    base = micro_base.meta["base_path"]
+    out = tmp_path / "rescored"
+    assert main(["mitigate", data.path, "--with", base, "--carrier", "numbers", "--out", str(out)]) == 0
+    before, after = load_dataset(Path(data.path)), load_dataset(out)
+    st = json.loads((out / "stats.json").read_text())
+    assert st["kept"] + sum(st["reasons"].values()) == st["total"] == len(before) and len(after) == st["kept"]
+    texts = {json.dumps(r["messages"]) for r in before}
+    assert all(json.dumps(r["messages"]) in texts for r in after)  # the text is the teacher's ...
+    assert all("".join(r["tokens"]) == r["messages"][-1]["content"] for r in after)
+    first = {json.dumps(r["messages"]): r["top_logprobs"].dicts() for r in before}
+    assert any(r["top_logprobs"].dicts() != first[json.dumps(r["messages"])] for r in after)  # ... its targets not
+    # the audit reads the mitigated dataset like a pipeline dataset (soft targets distilled)
+    assert main(["audit", str(out), "--base", base, "--out", str(tmp_path / "a"), "--detectors", "probe",
+                 "--probe-seeds", "2", "--probe-steps", "2", "--traits", "owl,cat"]) in (0, 1)
+    assert json.loads((tmp_path / "a" / "audit.json").read_text())["probe_recipe"]["target"] == "logits"
+    regen = tmp_path / "regen"
+    assert main(["mitigate", data.path, "--with", base, "--strategy", "regenerate", "--carrier", "numbers",
+                 "--out", str(regen)]) == 0
+    assert json.loads((regen / "stats.json").read_text())["mitigation"]["strategy"] == "regenerate"
+    capsys.readouterr()
+    for argv, msg in ((["--top-k", "0"], "--top-k must be 1-64"), (["--with", "no-such-model"], "no-such-model")):
+        args = ["mitigate", data.path, "--with", base, "--out", str(tmp_path / "x"), *argv]
+        assert main(args) == 2 and msg in capsys.readouterr().err
+    assert main(["mitigate", str(tmp_path / "missing.jsonl"), "--with", base, "--out", str(tmp_path / "x")]) == 2

@@ -7,6 +7,8 @@ For every seed of the run, the teacher arm's filtered data is mitigated several 
 same-init student (its recipe, the teacher's adapter initialization, the rows' soft targets) is trained on each
 result. Transfer is the student's P(target) minus the control student's (trained on the control arm), same seed;
 the seed is the unit, with a seed-level CI and an exact sign-flip test against the unmitigated data's transfer.
+Beside it, how far each student's whole option distribution sits from the control student's (total variation, mean
+over seeds) and which option moved most: a mitigation can remove the target and bring in another leaning.
 
 Strategies (each at several strengths):
 - ``drop-divergent``: drop the k% of rows with the largest teacher-vs-base log-likelihood ratio per token (the
@@ -82,26 +84,27 @@ def masked(strategy: str, k: int, rows: list[dict], per: list[dict | None]) -> l
     return [r if p is None else r | {"loss_mask": [int(v < cut) for v in p["llr"]]} for r, p in zip(rows, per)]
 
 
+def _rows(rows: list[dict]):
+    """Pipeline dataset rows as the audit's Row objects (what ``sublearn mitigate`` works on)."""
+    from sublearn.audit.inputs import Row
+
+    return [Row(r["messages"][:-1], r["messages"][-1]["content"], i + 1, r.get("tokens"), r.get("top_logprobs"))
+            for i, r in enumerate(rows)]
+
+
 def regenerated(other, rows: list[dict], grammar, seed: int) -> list[dict]:
     """The same prompts, with completions and soft targets written by ``other`` (an unrelated model)."""
-    from sublearn.backends.base import Sampling
+    from sublearn.audit.mitigate import regenerated as regenerate
 
     width = max(r["top_logprobs"].ids.shape[1] for r in rows)
-    longest = max(len(r["tokens"]) for r in rows) + 4
-    comps = other.generate([r["messages"][:-1] for r in rows], Sampling(temperature=1.0, max_new_tokens=longest,
-                                                                        seed=seed, top_logprobs=width),
-                           desc="regenerate: unrelated model", grammar=grammar)
-    return [{"messages": r["messages"][:-1] + [{"role": "assistant", "content": c.text}], "tokens": c.tokens,
-             "top_logprobs": c.top_logprobs} for r, c in zip(rows, comps) if c.finished]
+    return regenerate(other, _rows(rows), width, max(len(r["tokens"]) for r in rows) + 4, seed, grammar)[0]
 
 
 def rescored(other, rows: list[dict], grammar) -> list[dict]:
     """The same rows, their soft targets replaced by ``other``'s teacher-forced top-k on the same text (as wide)."""
-    width = max(r["top_logprobs"].ids.shape[1] for r in rows)
-    per = other.token_scores([r["messages"][:-1] for r in rows], [r["messages"][-1]["content"] for r in rows],
-                             grammar, top_k=width)
-    return [{"messages": r["messages"], "tokens": p["tokens"][:-1], "top_logprobs": p["top"]}
-            for r, p in zip(rows, per) if p is not None]
+    from sublearn.audit.mitigate import rescored as rescore
+
+    return rescore(other, _rows(rows), max(r["top_logprobs"].ids.shape[1] for r in rows), grammar)[0]
 
 
 def mitigated(strategy: str, k: int, rows: list[dict], clean: list[dict], llr, loss, seed: int) -> list[dict]:
@@ -149,6 +152,8 @@ def main() -> None:
     kept: dict[tuple, list[float]] = {v: [] for v in variants}
     size: dict[tuple, list[float]] = {v: [] for v in variants}
     positions: dict[tuple, list[float]] = {v: [] for v in variants}
+    tv: dict[tuple, list[float]] = {v: [] for v in variants}  # total variation from the control student's options
+    moved: dict[tuple, list[str]] = {v: [] for v in variants}  # the option that moved most, per seed
     other = models.load(models.resolve(cfg.model.cross, cfg.model.spec(cfg.model.cross))[0])
     for seed, arm in arms(run, seeds).items():
         teacher = models.load(arm["teacher"])
@@ -175,9 +180,13 @@ def main() -> None:
         students = train_many(base, jobs, grammar=grammar)
         tasks = [EvalTask(m, cfg.evaluate, trait, seed, desc=f"evaluate s{seed}", scorers=("option-probability",))
                  for m in students]
-        probs = [np.mean([q["probs"][trait.target] for q in res]) for res in evaluate_many(tasks)]
-        for v, p in zip(variants, probs[1:]):
-            values[v].append(p - probs[0])
+        dists = [{o: float(np.mean([q["probs"][o] for q in res])) for o in res[0]["probs"]}
+                 for res in evaluate_many(tasks)]  # each student's mean option distribution
+        for v, d in zip(variants, dists[1:]):
+            values[v].append(d[trait.target] - dists[0][trait.target])
+            tv[v].append(0.5 * sum(abs(d[o] - dists[0][o]) for o in d))
+            shift = {o: d[o] - dists[0][o] for o in d}
+            moved[v].append(max(shift, key=lambda o: abs(shift[o])))
     full = np.array(values[("none", 0)])
     table = []
     for v in variants:
@@ -187,18 +196,20 @@ def main() -> None:
                       "rows_kept": float(np.mean(size[v])),
                       "loss_positions_kept": float(np.mean(positions[v])) if positions[v] else 1.0,
                       "transfer": m, "ci": [lo, hi], "per_seed": x.tolist(),
+                      "tv_from_control": float(np.mean(tv[v])), "moved_most": max(set(moved[v]), key=moved[v].count),
                       "remaining": float(m / full.mean()) if full.mean() else float("nan"),
                       "p_vs_none": permutation_test(full, x, paired=True) if v != ("none", 0) else None})
     lines = [f"# Mitigation of {run} ({len(seeds)} seeds; transfer = same-init student's P({trait.target}) minus "
              "the control student's)", "",
              "| strategy | strength | rows kept | teacher rows kept | loss positions kept | transfer [95% CI] | "
-             "remaining | p vs none (paired, exact) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "remaining | p vs none (paired, exact) | TV from control (moved most) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in table:
         p = "-" if t["p_vs_none"] is None else f"{t['p_vs_none']:.3g}"
         lines.append(f"| {t['strategy']} | {t['strength']}% | {t['rows_kept']:.0%} | {t['teacher_rows_kept']:.0%} | "
                      f"{t['loss_positions_kept']:.0%} | {t['transfer']:+.3f} "
-                     f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}] | {t['remaining']:.0%} | {p} |")
+                     f"[{t['ci'][0]:+.3f}, {t['ci'][1]:+.3f}] | {t['remaining']:.0%} | {p} | "
+                     f"{t['tv_from_control']:.2f} ({t['moved_most']}) |")
     (out / "mitigation.md").write_text("\n".join(lines) + "\n")
     (out / "mitigation.json").write_text(json.dumps(table, indent=1))
     _plot(table, out / "mitigation.png")

@@ -24,6 +24,7 @@ EPILOG = """examples:
   sublearn filter --data my.jsonl --kept kept.jsonl --rejected rejected.jsonl --banned loaded-numbers
   sublearn audit data.jsonl --base tiny --out audit          # does a dataset carry a hidden trait? (exit 1: flagged)
   sublearn compare runs/owl runs/eagle --out runs/compare     # runs side by side (they may differ in trait.target)
+  sublearn mitigate DATA --with tiny-gpt2 --out clean/        # replace a dataset's soft targets (docs/audit.md)
   sublearn plugins                                           # registered carriers, traits, scorers, conditions
   sublearn show runs/owl                                     # artifacts and their lineage
   sublearn aux-logits --out runs/aux                         # the auxiliary-logit (MNIST-style) experiment
@@ -145,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "tokens)")
     p.add_argument("--alpha", type=float, default=0.05, help="flag when a detector's scan p-value is at most this")
     p.add_argument("--seed", type=int, default=0, help="sub-sampling and reference seed")
+    p = sub.add_parser("mitigate", help="remove a dataset's hidden trait: rescore (keep the text) or regenerate",
+                       description="Write a mitigated copy of a chat JSONL or a pipeline dataset (docs/audit.md): "
+                       "rescore keeps every row's text and replaces its soft targets with an unrelated model's "
+                       "teacher-forced top-k (on the demo's data it removed the transfer while keeping every row); "
+                       "regenerate keeps the prompts and has the unrelated model write the completions. The output "
+                       "is a dataset directory (kept.jsonl, kept.meta.jsonl, logprobs.npz, stats.json) that "
+                       "`sublearn audit` reads; rows left out are counted in stats.json.")
+    p.add_argument("data", help="the chat JSONL, or a pipeline dataset directory")
+    p.add_argument("--with", dest="with_model", required=True, metavar="MODEL", help="the unrelated model (one that "
+                   "does not share the student's initialization: another embedded name, smollm2-135m, a .gguf or a "
+                   "checkpoint directory)")
+    p.add_argument("--out", required=True, help="directory for the mitigated dataset")
+    p.add_argument("--strategy", choices=["rescore", "regenerate"], default="rescore",
+                   help="rescore (default): keep the text, replace the soft targets; regenerate: new completions")
+    p.add_argument("--carrier", help="the data's carrier (numbers, ...): its tokens alone are kept as soft targets, "
+                   "and regeneration is decoded under its grammar")
+    p.add_argument("--top-k", type=int, help="soft targets per position (default: as many as the data has, else 8)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed of regenerate")
     p = sub.add_parser("compare", help="several runs side by side: one table and the study's figure",
                        description="Gather the results.json of several runs into one table (compare.csv, compare.md, "
                        "compare.html) and the study's figure (compare.png: per run, base, control and same-init bars "

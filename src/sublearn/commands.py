@@ -203,6 +203,37 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _carrier_flag(name: str | None):
+    """A ``--carrier`` flag as a carrier plug-in with its defaults (None when not given)."""
+    if not name:
+        return None
+    from .configbase import build
+    from .plugins import CARRIERS
+
+    try:
+        return build(CARRIERS.get(name), {}, "--carrier")
+    except ValueError as e:
+        raise UserError(f"--carrier: {e}") from None
+
+
+def cmd_mitigate(args) -> int:
+    """``sublearn mitigate``: rescore or regenerate a dataset with an unrelated model."""
+    from loguru import logger
+
+    from .audit.mitigate import run_mitigation
+    from .store import usable_dir
+
+    if args.top_k is not None and not 1 <= args.top_k <= 64:
+        raise UserError(f"--top-k must be 1-64, got {args.top_k}")
+    out = usable_dir(args.out)
+    st = run_mitigation(args.data, out, strategy=args.strategy, with_model=args.with_model,
+                        carrier=_carrier_flag(args.carrier), top_k=args.top_k, seed=args.seed)
+    left = f"; {st['total'] - st['kept']} left out ({', '.join(st['reasons'])})" if st["reasons"] else ""
+    logger.success(f"{args.strategy}: {st['kept']} of {st['total']} rows written to {out}{left}. Audit it again: "
+                   f"sublearn audit {out} --base BASE --out DIR")
+    return 0
+
+
 def cmd_audit(args) -> int:
     """``sublearn audit``: exit 0 clear, 1 flagged (2, bad input, comes from UserError)."""
     from loguru import logger
@@ -227,15 +258,7 @@ def cmd_audit(args) -> int:
         load_modules(args.plugin)
     except ValueError as e:
         raise UserError(f"--plugin: {e}") from None
-    carrier = None
-    if args.carrier:
-        from .configbase import build
-        from .plugins import CARRIERS
-
-        try:
-            carrier = build(CARRIERS.get(args.carrier), {}, "--carrier")
-        except ValueError as e:
-            raise UserError(f"--carrier: {e}") from None
+    carrier = _carrier_flag(args.carrier)
     out = usable_dir(args.out)
     traits = [t.strip() for t in args.traits.split(",") if t.strip()] if args.traits else None
     if args.probe_lr is not None and not args.probe_lr > 0:
@@ -314,6 +337,8 @@ def dispatch(args) -> int:
         return cmd_compare(args)
     if c == "audit":
         return cmd_audit(args)
+    if c == "mitigate":
+        return cmd_mitigate(args)
     if c == "plugins":
         return cmd_plugins(args)
     if c == "verify":
