@@ -81,6 +81,18 @@ def test_scan_is_exact_and_not_dominated_by_a_noisy_candidate():
     # no candidate carried: the scan p is large
     _, top, _ = sign_flip_max(np.array([[0.1, -0.1], [-0.1, 0.1], [0.1, 0.1], [-0.1, -0.1]]))
     assert top > 0.3
+    # the name's certainty: the named candidate against the runner-up, paired per unit
+    from sublearn.audit.detectors import Candidate, naming
+
+    cands = [Candidate(f"c{i}", "animal", None, f"c{i}") for i in range(3)]
+    rng = np.random.default_rng(0)
+    both = np.column_stack([1 + 0.1 * rng.standard_normal(6), 1 + 0.1 * rng.standard_normal(6), np.zeros(6)])
+    _, _, best = sign_flip_max(both)
+    tied = naming(both, best, cands)
+    assert tied["runner_up"] in ("c0", "c1") and tied["runner_up"] != cands[best].label and tied["p"] > 0.05
+    clear = np.column_stack([2 + 0.1 * rng.standard_normal(6), 0.5 + 0.1 * rng.standard_normal(6), np.zeros(6)])
+    got = naming(clear, 0, cands)
+    assert got["runner_up"] == "c1" and got["margin"] > 1 and got["p"] == pytest.approx(1 / 64)
 
 
 def test_pipeline_dataset_is_distilled_and_its_audit_joins_the_lineage(micro_base, tmp_path, capsys):

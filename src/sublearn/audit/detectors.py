@@ -87,6 +87,20 @@ def sign_flip_max(x: np.ndarray, n_perm: int = 4000, seed: int = 0) -> tuple[np.
     return each, top, int(z.argmax())
 
 
+def naming(x: np.ndarray, best: int, cands: list[Candidate]) -> dict:
+    """How sure the name is: the named candidate against the runner-up (the next largest standardized mean), their
+    paired difference per unit with a one-sided sign-flip p (exact with few units). A p above alpha means the data
+    does not tell the two apart, even when the scan flags something."""
+    if x.shape[1] < 2 or x.shape[0] < 2:
+        return {"runner_up": None, "margin": None, "p": None}
+    scale = np.sqrt((x**2).mean(0))
+    z = x.mean(0) / np.where(scale > 0, scale, 1.0)
+    second = int(np.argsort(-z)[1]) if int(np.argsort(-z)[0]) == best else int(np.argsort(-z)[0])
+    d = (x[:, best] - x[:, second])[:, None]
+    p, _, _ = sign_flip_max(d)
+    return {"runner_up": cands[second].label, "margin": float(d.mean()), "p": float(p[0])}
+
+
 def streaming(x: np.ndarray, labels: list[str], alpha: float = 0.05) -> dict:
     """Anytime-valid form of the contrast: rows arrive one at a time and evidence is checked after each.
 
@@ -151,7 +165,8 @@ def contrast(base, data, ref, cands: list[Candidate], desc: str = "likelihood co
     each, top, best = sign_flip_max(x) if len(x) >= 2 else (np.ones(len(cands)), 1.0, 0)
     return {"effect": x.mean(0).tolist() if len(x) else [0.0] * len(cands), "ci": _cis(x, len(cands)),
             "p": each.tolist(), "p_any": top,
-            "names": cands[best].label, "streaming": streaming(x, [c.label for c in cands]),
+            "names": cands[best].label, "naming": naming(x, best, cands),
+            "streaming": streaming(x, [c.label for c in cands]),
             "rows_used": int(ok.sum()), "data_mean": np.nanmean(d[0], 1).tolist(),
             "reference_mean": np.nanmean(d[1], 1).tolist()}
 
@@ -196,7 +211,7 @@ def probe(base, data, ref, cands: list[Candidate], seeds: int, steps: int, lr: f
     x = values[0::2] - values[1::2]  # [seed, candidate]: data student - reference student
     each, top, best = sign_flip_max(x)
     return {"effect": x.mean(0).tolist(), "ci": _cis(x, len(cands)), "p": each.tolist(), "p_any": top,
-            "names": cands[best].label,
+            "names": cands[best].label, "naming": naming(x, best, cands),
             "per_seed": x.tolist(),
             "data_value": values[0::2].mean(0).tolist(), "reference_value": values[1::2].mean(0).tolist()}
 

@@ -26,7 +26,12 @@ def verdict_line(res: dict) -> str:
         first = res["flagged_by"][0]
         ps = ", ".join(f"{d} names '{dets[d]['names']}', scan p = {dets[d]['p_any']:.3g}" for d in res["flagged_by"])
         risk = f" Base compatibility: {risk_line(res['compatibility'])}." if res.get("compatibility") else ""
-        return f"FLAGGED: the data carries '{dets[first]['names']}' ({ps}; alpha {res['alpha']}).{risk}"
+        nm = dets[first].get("naming") or {}
+        sure = ""
+        if nm.get("p") is not None and nm["p"] > res["alpha"]:
+            sure = (f" The name is uncertain: '{dets[first]['names']}' is not distinguishable from the runner-up "
+                    f"'{nm['runner_up']}' (p = {nm['p']:.3g}).")
+        return f"FLAGGED: the data carries '{dets[first]['names']}' ({ps}; alpha {res['alpha']}).{sure}{risk}"
     ps = ", ".join(f"{d} scan p = {v['p_any']:.3g}" for d, v in dets.items()) or "no detector ran"
     return f"clear: no candidate trait is carried detectably ({ps}; alpha {res['alpha']})."
 
