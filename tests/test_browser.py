@@ -103,3 +103,7 @@ def test_compare_puts_runs_side_by_side_and_refuses_other_differences(micro_base
     assert "no results.json" in capsys.readouterr().err
     assert main(["compare", *runs, "--out", str(out), "--axis", "trait.nonexistent"]) == 2
     assert "no such config field" in capsys.readouterr().err
+    assert main(["compare", *runs, "--out", str(out), "--metric", "nope"]) == 2
+    assert "no metric 'nope'" in capsys.readouterr().err
+    assert main(["compare", *runs, "--out", str(out), "--conditions", "base,contrl"]) == 2  # a typo is not dropped
+    assert "--conditions: contrl ran in none" in capsys.readouterr().err

@@ -82,6 +82,10 @@ def compare_runs(runs: list[str], out: Path, axes: list[str] | None = None, metr
     results = [load_results(r) for r in runs]
     values = check_axes([str(r) for r in runs], [r["config"] for r in results], axes)
     metric = metric or next(iter(results[0]["metrics"]))
+    present = {c for res in results for c in res["conditions"]}
+    if unknown := [c for c in conditions if c not in present]:
+        raise UserError(f"--conditions: {', '.join(unknown)} ran in none of these runs (they have "
+                        f"{', '.join(sorted(present))})")
     for run, res in zip(runs, results):
         if metric not in res["metrics"]:
             raise UserError(f"{run}: no metric {metric!r} (it has {', '.join(res['metrics'])})")
