@@ -32,6 +32,8 @@ _EXPORTS = {
     "TRAITS": "sublearn.plugins",
     "SCORERS": "sublearn.plugins",
     "BAN_LISTS": "sublearn.plugins",
+    "TRACKERS": "sublearn.plugins",
+    "RunLog": "sublearn.report.track",
     "Carrier": "sublearn.carriers.base",
     "Grammar": "sublearn.carriers.base",
     "Verdict": "sublearn.carriers.base",

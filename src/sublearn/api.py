@@ -99,9 +99,10 @@ class Results:
 
 def run(config: str | Path | object, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
         stages: tuple[str, ...] = ("generate", "filter", "finetune", "evaluate", "report"),
-        force: tuple[str, ...] = ()) -> Results:
+        force: tuple[str, ...] = (), track: str | None = None, track_uri: str | None = None) -> Results:
     """Run an experiment (a TOML path, a run directory, or an ``ExperimentConfig``) into ``out``; ``overrides`` are
-    ``--set`` strings ("trait.target=eagle"). Finished work is reused. Returns the run's :class:`Results`."""
+    ``--set`` strings ("trait.target=eagle"). Finished work is reused. ``track`` ("mlflow", "trackio") logs the
+    finished run to that tracker at ``track_uri`` (docs/tracking.md). Returns the run's :class:`Results`."""
     from .config import ExperimentConfig, load_experiment
     from .pipeline import run as run_pipeline
 
@@ -113,5 +114,17 @@ def run(config: str | Path | object, out: str | Path, overrides: list[str] | tup
         cfg = load_experiment(str(config), list(overrides))
     if "report" not in stages:
         raise UserError("sublearn.run returns results: keep the report stage (use the pipeline for partial runs)")
-    run_pipeline(cfg, out, stages=stages, force=force)
+    tracker = None
+    if track:
+        from .report.track import make_tracker
+
+        tracker = make_tracker(track, track_uri)
+    res = run_pipeline(cfg, out, stages=stages, force=force)
+    if tracker:
+        from loguru import logger
+
+        from .pipeline.plan import make_plan
+        from .report.track import log_run
+
+        logger.info(f"tracked: {log_run(tracker, Path(out), make_plan(cfg), res, cfg)}")
     return Results.load(out)

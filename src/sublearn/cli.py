@@ -56,6 +56,11 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True, o
     p.add_argument("--yes", action="store_true", help="backend openai: skip the estimated-cost confirmation")
     p.add_argument("--dry-run", action="store_true", help="print what is done and what would be computed, per "
                    "stage; write nothing")
+    p.add_argument("--track", metavar="TRACKER", help="after the report, log every job's metrics and loss curve and "
+                   "the run's results to this experiment tracker: mlflow or trackio (pip install 'sublearn[track]'; "
+                   "docs/tracking.md)")
+    p.add_argument("--track-uri", metavar="URI", help="the tracker's location (mlflow: a tracking URI such as "
+                   "sqlite:///mlflow.db or http://host:5000; trackio: a project name); default: the tracker's own")
 
 
 RUN_EPILOG = """\

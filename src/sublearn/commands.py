@@ -35,6 +35,7 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
     from .store import usable_dir
 
     cfg = _load_cfg(args)
+    tracker = _tracker(args, stages)  # before anything runs: an unknown tracker or a missing library is said now
     usable_dir(cache_root(), "SUBLEARN_CACHE")  # before --out is created: a bad cache leaves nothing behind
     plan = make_plan(cfg)  # the same for model paths: they resolve (or fail) here
     if getattr(args, "dry_run", False):
@@ -48,9 +49,27 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
     res = run(cfg, out, stages=stages, force=tuple(args.force), plan=plan)
     if "conditions" in res:
         logger.success(_summary(res, out, time.time() - t0))
+        if tracker:
+            from .report.track import log_run
+
+            logger.success(f"tracked: {log_run(tracker, out, plan, res, cfg)}")
     else:
         logger.success(f"{', '.join(s for s in stages)} done in {time.time() - t0:.0f} s; see `sublearn show {out}`")
     return 0
+
+
+def _tracker(args, stages: tuple[str, ...]):
+    """The ``--track`` tracker, built (its library imported, its URI read) before the run; None without it."""
+    name = getattr(args, "track", None)
+    if not name:
+        if getattr(args, "track_uri", None):
+            raise UserError("--track-uri needs --track (mlflow or trackio)")
+        return None
+    if "report" not in stages:
+        raise UserError("--track logs a finished run: use it with `sublearn run` or `sublearn report`")
+    from .report.track import make_tracker
+
+    return make_tracker(name, args.track_uri)
 
 
 def _print_plan(plan: dict, out: Path, stages: tuple[str, ...], force: tuple[str, ...]) -> int:
@@ -274,7 +293,7 @@ def cmd_audit(args) -> int:
 def cmd_plugins(args) -> int:
     """``sublearn plugins``: every registered plug-in, one line each."""
     from . import conditions
-    from .plugins import BAN_LISTS, CARRIERS, SCORERS, TRAITS, load_modules
+    from .plugins import BAN_LISTS, CARRIERS, SCORERS, TRACKERS, TRAITS, load_modules
 
     try:
         load_modules(args.plugin)
@@ -296,6 +315,9 @@ def cmd_plugins(args) -> int:
     print("ban lists (filter.banned):")
     for name in BAN_LISTS.names():
         print(f"  {name:<20} {first_line(BAN_LISTS.get(name))}")
+    print("trackers (--track):")
+    for name in TRACKERS.names():
+        print(f"  {name:<20} {first_line(TRACKERS.get(name))}")
     print("conditions (students.conditions):")
     for name in conditions.choosable():
         print(f"  {name:<20} {conditions.REGISTRY[name].about}")

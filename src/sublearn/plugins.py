@@ -26,7 +26,7 @@ ENTRY_POINT_GROUP = "sublearn.plugins"
 
 
 class Registry(Generic[T]):
-    """Named plug-ins of one kind (``carrier``, ``trait``, ``scorer``, ``ban list``)."""
+    """Named plug-ins of one kind (``carrier``, ``trait``, ``scorer``, ``ban list``, ``tracker``)."""
 
     def __init__(self, what: str):
         self.what = what
@@ -149,10 +149,12 @@ CARRIERS: Registry = Registry("carrier")
 TRAITS: Registry = Registry("trait")
 SCORERS: Registry = Registry("scorer")
 BAN_LISTS: Registry = Registry("ban list")
+TRACKERS: Registry = Registry("tracker")  # --track: where a finished run is logged (report/track.py)
 
 
 def _builtins() -> None:
     """Register sublearn's own plug-ins (imported on first lookup: each module registers itself)."""
+    from .backends import trackers  # noqa: F401
     from .carriers import code, numbers, reasoning  # noqa: F401
     from .evaluate import judge, scorers  # noqa: F401
     from .filter import banlists  # noqa: F401

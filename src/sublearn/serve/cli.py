@@ -9,7 +9,7 @@ DESCRIPTION = """Serve sublearn models over an OpenAI-compatible HTTP API: /v1/m
 (n, temperature, top_p, max_tokens, logprobs, top_logprobs, stop, seed), /v1/files and /v1/fine_tuning/jobs
 (retrieve, events, cancel) that train with sublearn's own trainer (LoRA), and /v1/sublearn/score (exact
 log-probs). Fine-tuned models (ft:BASE:SUFFIX:ID) are served as soon as their job succeeds. Any API key is
-accepted; bind to loopback unless you mean to share the models."""
+accepted unless --api-key is given; bind to loopback unless you mean to share the models."""
 
 EPILOG = """examples:
   sublearn serve tiny tiny-gpt2                       # the embedded models on http://127.0.0.1:8000/v1
