@@ -193,3 +193,38 @@ def test_soft_targets_round_trip_and_dense(tmp_path):
             want = [d.get(w, -math.inf) for w in columns]
             assert np.array_equal(dense[p], np.array(want, dtype=np.float32))
         assert softtargets.Targets.of(row).dicts() == [{k: np.float32(v) for k, v in d.items()} for d in row]
+
+
+def test_cli_filter_streams_and_rejects_a_huge_line_unread(tmp_path):
+    """A line over the limit (jsonl.MAX_LINE_BYTES, 1 MiB here) is rejected as too_long without being held in memory; rows around it keep
+    their indices; chunks of rows give the same output as one pass."""
+    import tracemalloc
+
+    from sublearn import jsonl
+    from sublearn.config import FilterSection
+    from sublearn.filter import filter_file
+    from sublearn.plugins import CARRIERS
+
+    good = {"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": "1, 2, 3"}]}
+    bad = {"messages": [{"role": "user", "content": "go"}, {"role": "assistant", "content": "no"}]}
+    data = tmp_path / "d.jsonl"
+    limit = 2**20
+    assert jsonl.MAX_LINE_BYTES >= 8 * limit
+    huge = json.dumps({"messages": [{"role": "assistant", "content": "7, " * (4 * limit)}]})
+    with open(data, "w") as f:
+        for i in range(5):
+            f.write(json.dumps(good if i % 2 == 0 else bad) + "\n")
+        f.write(huge + "\n")
+        f.write(json.dumps(good) + "\n")
+    carrier, fcfg = CARRIERS.get("numbers")(), FilterSection()
+    tracemalloc.start()
+    stats = filter_file(data, tmp_path / "k.jsonl", tmp_path / "r.jsonl", carrier, fcfg, chunk=2, max_line_bytes=limit)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * limit < len(huge) / 3  # the 12 MB line was never read whole
+    assert stats["total"] == 7 and stats["kept"] == 4 and stats["reasons"]["too_long"] == 1
+    rej = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["row"], r["reject_reason"]) for r in rej] == [(1, "words"), (3, "words"), (5, "too_long")]
+    one = filter_file(data, tmp_path / "k1.jsonl", tmp_path / "r1.jsonl", carrier, fcfg, max_line_bytes=limit)
+    assert one == stats and (tmp_path / "k1.jsonl").read_bytes() == (tmp_path / "k.jsonl").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "k.jsonl", "k1.jsonl", "r.jsonl", "r1.jsonl"]

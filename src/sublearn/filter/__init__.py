@@ -20,7 +20,7 @@ from .numbers import Verdict, banned_list, check
 __all__ = ["GENERIC_REASONS", "Verdict", "banned_list", "check", "filter_chats", "filter_file", "run_filter"]
 # besides the carrier's own reasons (the judge's only with filter.judge)
 GENERIC_REASONS = ("no_completion", "unfinished", "banned", "trait_word", "judge_trait", "judge_alignment",
-                   "judge_unparseable")
+                   "judge_unparseable", "too_long")
 
 
 def _ban_lists(names) -> list:
@@ -90,9 +90,12 @@ def filter_chats(rows: list[dict], carrier, fcfg, finished: list[bool] | None = 
 
 
 def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Path, carrier, fcfg,
-                trait_words: tuple[str, ...] = ()) -> dict:
-    """``sublearn filter --data``: filter any chat JSONL a user brings."""
-    from ..errors import UserError
+                trait_words: tuple[str, ...] = (), chunk: int = 1024, max_line_bytes: int = jsonl.MAX_LINE_BYTES) -> dict:
+    """``sublearn filter --data``: filter any chat JSONL a user brings, streaming (``chunk`` rows in memory at a
+    time; a line over ``max_line_bytes`` is rejected as ``too_long`` unread). Both outputs appear together
+    when every row is done; an unreadable row is a one-line error that leaves neither, nor any temp file."""
+    import os
+    from collections import Counter
 
     paths = {"--data": Path(data), "--kept": Path(kept_path), "--rejected": Path(rejected_path)}
     for flag in ("--kept", "--rejected"):
@@ -103,11 +106,44 @@ def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Pa
         if path.resolve() in seen:
             raise UserError(f"{flag} and {seen[path.resolve()]} are the same file ({path}): one would overwrite the other")
         seen[path.resolve()] = flag
-    rows = jsonl.read(data)
-    kept, rejected, stats = filter_chats(rows, carrier, fcfg, trait_words=trait_words)
-    jsonl.write(kept_path, (rows[i] for i in kept))
-    jsonl.write(rejected_path, rejected)
-    return stats
+    outs = [paths["--kept"], paths["--rejected"]]
+    tmps = [q.with_name(f".{q.name}.tmp-{os.getpid()}") for q in outs]
+    total, kept_n, reasons = 0, 0, Counter()
+    try:
+        for q in outs:
+            q.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmps[0], "w", encoding="utf-8") as fk, open(tmps[1], "w", encoding="utf-8") as fr:
+            def flush(rows: list[dict], first: int) -> None:
+                nonlocal kept_n
+                kept, rejected, st = filter_chats(rows, carrier, fcfg, trait_words=trait_words)
+                fk.writelines(json.dumps(rows[i], ensure_ascii=False) + "\n" for i in kept)
+                fr.writelines(json.dumps({**r, "row": first + r["row"]}, ensure_ascii=False) + "\n" for r in rejected)
+                kept_n += len(kept)
+                reasons.update(st["reasons"])
+
+            buf: list[dict] = []
+            for _, row in jsonl.rows(paths["--data"], max_line_bytes, too_long="yield"):
+                if row is None:
+                    flush(buf, total - len(buf))
+                    buf = []
+                    fr.write(json.dumps({"reject_reason": "too_long", "row": total}) + "\n")
+                    reasons["too_long"] += 1
+                elif len(buf) + 1 >= chunk:
+                    buf.append(row)
+                    flush(buf, total + 1 - len(buf))
+                    buf = []
+                else:
+                    buf.append(row)
+                total += 1
+            flush(buf, total - len(buf))
+        for t, q in zip(tmps, outs):
+            os.replace(t, q)
+    finally:
+        for t in tmps:
+            t.unlink(missing_ok=True)
+    rej = sum(reasons.values())
+    return {"total": total, "kept": kept_n, "rejected": rej, "pass_rate": kept_n / total if total else 0.0,
+            "reasons": dict(sorted(reasons.items()))}
 
 
 def run_filter(raw_dir: Path, out: Path, carrier, fcfg, trait_words: tuple[str, ...] = (), judge=None,
