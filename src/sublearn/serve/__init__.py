@@ -42,10 +42,12 @@ def build_app(specs: list[str], config: str | None = None, state_dir: str | Path
     return create_app(registry, jobs, files, limits, faults, api_key=api_key)
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(app, host: str = "127.0.0.1", port: int = 8000, idle_timeout: float = 5.0) -> None:
+    """Run ``app`` with uvicorn; a kept-alive connection idle for ``idle_timeout`` seconds is closed."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2,
+                timeout_keep_alive=max(1, round(idle_timeout)))
 
 
 def free_port() -> int:
@@ -57,13 +59,14 @@ def free_port() -> int:
 class Background:
     """Run an app with uvicorn on a thread; ``url`` is its OpenAI base URL. A context manager."""
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, app, host: str = "127.0.0.1", port: int | None = None, idle_timeout: float = 5.0):
         import uvicorn
 
         self.app, self.port = app, port or free_port()
         self.url = f"http://{host}:{self.port}/v1"
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                                                    timeout_graceful_shutdown=1))
+                                                    timeout_graceful_shutdown=1,
+                                                    timeout_keep_alive=max(1, round(idle_timeout))))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Background:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from ..configbase import SEED_MAX
 from .jobs import ApiError, Files, Jobs
 from .registry import Registry, finite
+from .schemas import ChatRequest, FaultsRequest, FineTuneRequest, ScoreRequest, plain
 
 
 @dataclass
@@ -101,7 +102,7 @@ async def _error(send, e: ApiError) -> None:
 def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | None = None,
                faults: Faults | None = None, api_key: str | None = None) -> FastAPI:
     limits, faults = limits or Limits(), faults or Faults()
-    app = FastAPI(title="sublearn serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="sublearn serve", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.faults, app.state.limits, app.state.registry = faults, limits, registry
     stats = {"requests": 0, "chat_requests": 0}
     app.state.stats = stats
@@ -117,7 +118,8 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError):
-        return JSONResponse(ApiError(400, f"invalid request: {e.errors()[:3]}").body(), status_code=400)
+        err = _first_error(e.errors())
+        return JSONResponse(err.body(), status_code=err.status)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception):
@@ -158,15 +160,12 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
     async def set_faults(request: Request):
         if not faults.enabled:
             raise ApiError(404, "fault injection is off (start the server with --enable-faults)")
-        body = await _json(request)
-        new = {}
-        for k, kind in (("rate_limit", int), ("server_error", int), ("every", int), ("retry_after", float)):
-            if k in body:
-                v = body[k]
-                if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1e9 or (
-                        kind is int and v != int(v)):
-                    raise ApiError(400, f"{k} must be a non-negative {'integer' if kind is int else 'number'}")
-                new[k] = kind(v)
+        from pydantic import ValidationError
+
+        try:  # validated here, not by FastAPI, so that a server without --enable-faults answers 404 to any body
+            new = plain(FaultsRequest.model_validate(await _json(request)))
+        except ValidationError as e:
+            raise _first_error(e.errors()) from None
         for k, v in new.items():
             setattr(faults, k, v)
         return {"rate_limit": faults.rate_limit, "server_error": faults.server_error, "every": faults.every,
@@ -187,16 +186,16 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
         return _model_obj(registry.models[model_id])
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await _json(request)
+    async def chat(request: ChatRequest):
+        body = plain(request)
         stats["chat_requests"] += 1
         model, chat, n, params, seed, stop = _parse_chat(body, registry, limits)
         res = await registry.generate(model, [chat] * n, params, seed)
         return _chat_response(model, res, params, stop)
 
     @app.post("/v1/sublearn/score")
-    async def score(request: Request):
-        body = await _json(request)
+    async def score(request: ScoreRequest):
+        body = plain(request)
         model = body.get("model")
         if not isinstance(model, str) or model not in registry.models:
             raise _no_model(model)
@@ -236,8 +235,8 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
         return Response(files.content(fid), media_type="application/jsonl")
 
     @app.post("/v1/fine_tuning/jobs")
-    async def create_job(request: Request):
-        return jobs.create(await _json(request))
+    async def create_job(request: FineTuneRequest):
+        return jobs.create(plain(request))
 
     @app.get("/v1/fine_tuning/jobs")
     async def list_jobs(request: Request):
@@ -258,6 +257,18 @@ def create_app(registry: Registry, jobs: Jobs, files: Files, limits: Limits | No
         return jobs.cancel(jid)
 
     return app
+
+
+def _first_error(errors) -> ApiError:
+    """A pydantic validation error as an OpenAI-shaped 400 naming the field (``messages.0.role``)."""
+    e = (list(errors) or [{}])[0]
+    loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+    field = ".".join(loc) or "body"
+    if e.get("type") == "json_invalid":
+        return ApiError(400, "request body is not valid JSON")
+    if e.get("type") == "model_attributes_type" or (not loc and e.get("type", "").endswith("_type")):
+        return ApiError(400, "request body must be a JSON object")
+    return ApiError(400, f"{field}: {e.get('msg', 'invalid value')}", "invalid_value", param=loc[0] if loc else None)
 
 
 def _limit(x: str | None) -> int:

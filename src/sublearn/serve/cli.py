@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
                    help="answer every K-th /v1 request with 429 (to exercise clients' retries; 0 = off)")
     p.add_argument("--body-timeout", type=float, default=30.0, metavar="S",
                    help="answer 408 when a request body stalls this many seconds (default 30)")
+    p.add_argument("--idle-timeout", type=float, default=5.0, metavar="S",
+                   help="close a kept-alive connection idle this many seconds (default 5)")
     p.add_argument("--api-key", default=os.environ.get("SUBLEARN_SERVE_API_KEY"), metavar="KEY",
                    help="require 'Authorization: Bearer KEY' on every route but /health (default: "
                         "$SUBLEARN_SERVE_API_KEY; none = open to any local process)")
@@ -65,11 +67,15 @@ def cmd_serve(args) -> int:
         from ..models import set_threads
 
         set_threads(args.threads)
+    for flag, v in (("--body-timeout", args.body_timeout), ("--idle-timeout", args.idle_timeout),
+                    ("--max-body-mb", args.max_body_mb)):
+        if not 0 < v < 1e6:
+            raise UserError(f"{flag} must be a positive number of {'MiB' if 'mb' in flag else 'seconds'}")
     limits = Limits(max_body_bytes=int(args.max_body_mb * 2**20), max_n=args.max_n,
                     body_timeout_s=args.body_timeout)
     faults = Faults(enabled=args.enable_faults, every=args.rate_limit_every)
     app = build_app(args.models, args.config, args.state, limits, faults, max_batch=args.max_batch,
                     api_key=args.api_key)
     logger.info(f"serving {', '.join(app.state.registry.models)} on http://{args.host}:{args.port}/v1")
-    serve(app, args.host, args.port)
+    serve(app, args.host, args.port, idle_timeout=args.idle_timeout)
     return 0

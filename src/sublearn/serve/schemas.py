@@ -14,6 +14,7 @@ from ..configbase import SEED_MAX
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields sublearn ignores (user, metadata, ...)
+    # integers are strict (true and 1.0 are not seeds or counts); floats accept integers
 
 
 class TextPart(BaseModel):
@@ -29,14 +30,14 @@ class Message(BaseModel):
 class ChatRequest(_Body):
     model: str = Field(description="a served model id (GET /v1/models)")
     messages: list[Message] = Field(min_length=1)
-    n: int | None = Field(None, ge=1, description="choices (at most the server's --max-n)")
+    n: int | None = Field(None, ge=1, strict=True, description="choices (at most the server's --max-n)")
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, strict=True)
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    top_logprobs: int | None = Field(None, ge=0, le=20, strict=True)
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, strict=True)
     stop: str | list[str] | None = None
     stream: bool | None = None
 
@@ -53,9 +54,9 @@ class ScoreRequest(_Body):
 
 class FaultsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    rate_limit: int | None = Field(None, ge=0, lt=10**9)
-    server_error: int | None = Field(None, ge=0, lt=10**9)
-    every: int | None = Field(None, ge=0, lt=10**9)
+    rate_limit: int | None = Field(None, ge=0, lt=10**9, strict=True)
+    server_error: int | None = Field(None, ge=0, lt=10**9, strict=True)
+    every: int | None = Field(None, ge=0, lt=10**9, strict=True)
     retry_after: float | None = Field(None, ge=0, lt=1e9, allow_inf_nan=False)
 
 
@@ -80,7 +81,7 @@ class FineTuneRequest(_Body):
     hyperparameters: Hyperparameters | None = None
     method: Method | None = None
     suffix: str | None = Field(None, max_length=64)
-    seed: int | None = Field(None, ge=0, le=SEED_MAX)
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, strict=True)
     metadata: dict[str, str] | None = None
 
 
