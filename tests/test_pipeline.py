@@ -332,6 +332,9 @@ def test_a_question_longer_than_the_context_is_one_line(run_dir, capsys):
     last = err.splitlines()[-1]  # after the plan's progress lines
     assert "more than the model's" in last and "evaluate.question_prefix" in last and "Traceback" not in err, err
     assert (out / "config.json").read_text() == before  # the failed command did not replace the run's config
+    fresh = out.parent / "fresh-long-prefix"  # with the bases there, refused before anything is written
+    assert main(["run", cfg, "--out", str(fresh), "--set", "evaluate.question_prefix=" + "1, " * 1500]) == 2
+    assert "more than the model's" in capsys.readouterr().err and not fresh.exists()
 
 
 def test_chaos_kill_9_at_random_moments_loses_and_redoes_nothing(tmp_path):

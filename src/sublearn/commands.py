@@ -30,7 +30,7 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
     from loguru import logger
 
     from .backends.tiny.build import cache_root
-    from .pipeline import run
+    from .pipeline import preflight, run
     from .pipeline.plan import make_plan
     from .store import usable_dir
 
@@ -38,6 +38,7 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
     tracker = _tracker(args, stages)  # before anything runs: an unknown tracker or a missing library is said now
     usable_dir(cache_root(), "SUBLEARN_CACHE")  # before --out is created: a bad cache leaves nothing behind
     plan = make_plan(cfg)  # the same for model paths: they resolve (or fail) here
+    preflight(cfg, args.out, stages, plan)  # before --out is created (and in a dry run)
     if getattr(args, "dry_run", False):
         return _print_plan(plan, Path(args.out), stages, tuple(args.force))
     out = usable_dir(args.out)
@@ -46,7 +47,7 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
 
         confirm_run_cost(cfg, yes=getattr(args, "yes", False))
     t0 = time.time()
-    res = run(cfg, out, stages=stages, force=tuple(args.force), plan=plan)
+    res = run(cfg, out, stages=stages, force=tuple(args.force), plan=plan, checks=False)
     if "conditions" in res:
         logger.success(_summary(res, out, time.time() - t0))
         if tracker:

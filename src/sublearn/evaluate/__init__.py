@@ -45,18 +45,50 @@ def _check_context(t: EvalTask, chats: list) -> None:
     """A question (with its prefix and in-context examples) that does not fit the model's context is the config's
     error, said in one line, not a crash inside the model."""
     from ..backends.hf import context_length
-    from ..errors import UserError
 
     limit = context_length(t.model.model)
     if not limit:
         return
     distinct = {json.dumps(c): c for c in chats}.values()
     longest = max(len(t.model.prompt_ids(c)) for c in distinct)
-    need = longest + t.ecfg.max_answer_tokens + 8  # + the answer and its surface forms
-    if need > limit:
-        raise UserError(f"{t.desc}: a question takes {longest} tokens, and with its answer more than the model's "
+    _fits(t.desc, longest, limit, t.ecfg)
+
+
+def _fits(desc: str, longest: int, limit: int, ecfg) -> None:
+    from ..errors import UserError
+
+    if longest + ecfg.max_answer_tokens + 8 > limit:  # + the answer and its surface forms
+        raise UserError(f"{desc}: a question takes {longest} tokens, and with its answer more than the model's "
                         f"{limit}-token context (evaluate.question_prefix, students.in_context_k, "
                         "evaluate.max_answer_tokens): shorten them")
+
+
+def check_fits(model_dir, cfg, name: str = "") -> None:
+    """Before any work is done: the longest evaluation question (after ``evaluate.question_prefix``, with a
+    system-prompt teacher's prompt) and its answer fit the context of the checkpoint in ``model_dir``, by its
+    tokenizer and config alone; else a one-line error. In-context examples are checked when they exist."""
+    from pathlib import Path
+
+    conf = Path(model_dir) / "config.json"
+    if not conf.is_file():
+        return
+    c = json.loads(conf.read_text())
+    limit = c.get("max_position_embeddings") or c.get("n_positions")
+    if not limit:
+        return
+    from transformers import AutoTokenizer
+
+    from ..backends.hf import _ids, quiet_transformers
+
+    quiet_transformers()
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    head = [{"role": "system", "content": cfg.teacher.system_prompt or cfg.trait.system_prompt()}] \
+        if cfg.teacher.mode == "system_prompt" else []
+    longest = max(len(_ids(tok.apply_chat_template(head + [{"role": "user", "content": cfg.evaluate.question_prefix
+                                                                                         + q}],
+                                                     add_generation_prompt=True, tokenize=True)))
+                  for q in cfg.trait.eval_questions()[: cfg.evaluate.n_questions])
+    _fits(f"evaluating on {name or Path(model_dir).name}", longest, limit, cfg.evaluate)
 
 
 def evaluate_many(tasks: list[EvalTask]) -> list[list[dict]]:

@@ -62,6 +62,24 @@ def _bases(cfg: ExperimentConfig, run: Store) -> tuple[list[Job], Callable[[str]
     return jobs, record
 
 
+def preflight(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...], plan: dict) -> None:
+    """What a later stage would choke on, checked before anything is written: the evaluation questions must fit the
+    context of every base that exists already (one still to be pre-trained is checked when it evaluates). Nothing
+    is loaded when every evaluation of the plan is done."""
+    if "evaluate" not in stages or cfg.model.backend == "openai" or all(  # os.path: a bad --out is not ours to say
+            os.path.exists(os.path.join(out, "artifacts", f"evaluate-{n.key}", ".done")) for n in plan["evaluate"]):
+        return
+    from ..backends.tiny.build import cache_root
+    from ..evaluate import check_fits
+    from ..models import resolve
+    from .plan import base_key
+
+    cache = Store(cache_root(), "SUBLEARN_CACHE")
+    for s in dict.fromkeys([cfg.model.base] + ([cfg.model.cross] if cfg.needs_cross() else [])):
+        if cfg.model.spec(s) is None or cache.exists("base", base_key(cfg, s)):
+            check_fits(resolve(s, cfg.model.spec(s))[0], cfg, s)
+
+
 def _build_base(name: str, spec, threads: int):
     from ..backends.tiny.build import ensure_embedded
     from ..models import set_threads
@@ -78,14 +96,18 @@ def _threads(cfg: ExperimentConfig, parallel: int) -> int:
 
 
 def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("generate", "filter", "finetune",
-        "evaluate", "report"), force: tuple[str, ...] = (), batching: bool = True, plan: dict | None = None) -> dict:
+        "evaluate", "report"), force: tuple[str, ...] = (), batching: bool = True, plan: dict | None = None,
+        checks: bool = True) -> dict:
     """Run ``stages`` (CLI stage names) of the experiment into run directory ``out``. Returns the results (with
     the report stage) or the timings. ``batching=False`` runs every node as its own job (the same artifacts,
-    slower: for benchmarks and tests). ``plan``: ``make_plan(cfg)`` when the caller already made it."""
+    slower: for benchmarks and tests). ``plan``: ``make_plan(cfg)`` when the caller already made it; ``checks=False``:
+    the caller ran ``preflight`` already."""
     out = Path(out)
+    plan = plan or make_plan(cfg)
+    if checks:
+        preflight(cfg, out, stages, plan)
     store = Store(out)  # creates and checks the directory
     t0 = time.time()
-    plan = plan or make_plan(cfg)
     known = all_nodes(plan)
     base_jobs, record_base = _bases(cfg, store)
     wanted = [n for cli in ("generate", "filter", "finetune", "evaluate") if cli in stages
