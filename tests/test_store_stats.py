@@ -81,6 +81,24 @@ def test_stage_revision_changes_its_keys_and_everything_downstream_only(monkeypa
                                                                                 "eval-cross-base") for name in kept)
 
 
+def test_workers_are_a_speed_knob_and_threads_are_in_the_keys():
+    """Every job runs with model.threads (0 = 1) whatever the workers, so a resume with other --workers makes the
+    same bytes under the same keys; a thread count above 1 changes the keys of the stages that compute."""
+    from sublearn.config import load_experiment
+    from sublearn.pipeline import _threads, plan
+
+    keys = {}
+    for over in ([], ["model.workers=1"], ["model.workers=7"], ["model.threads=1"], ["model.threads=2"]):
+        cfg = load_experiment(None, over)
+        keys[tuple(over)] = {n.name: (n.stage, n.key) for nodes in plan.make_plan(cfg).values() for n in nodes}
+        assert _threads(cfg, cfg.model.workers) == (cfg.model.threads or 1)
+    base = keys[()]
+    assert keys[("model.workers=1",)] == keys[("model.workers=7",)] == keys[("model.threads=1",)] == base
+    two = keys[("model.threads=2",)]
+    assert all(base[n] != two[n] for n in base)  # every node computes with torch, or is made from one that does
+    assert all("threads" not in n.config for n in plan.make_plan(load_experiment(None, ["model.threads=2"]))["filter"])
+
+
 def test_backend_revision_changes_only_that_backends_stage_and_downstream(monkeypatch):
     from sublearn.config import load_experiment
     from sublearn.pipeline import plan

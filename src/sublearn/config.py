@@ -37,7 +37,8 @@ class ModelSection(Frozen):
     base: str = Field("tiny", description="base model: 'tiny' (embedded), 'smollm2-135m', a .gguf file or a local HF "
                                              "checkpoint directory")
     cross: str = Field("tiny-gpt2", description="base of the cross-model student (another architecture and corpus)")
-    threads: int = Field(0, ge=0, description="torch threads per worker (0 = 1 when workers > 1, else all cores)")
+    threads: int = Field(0, ge=0, description="torch threads per job (0 = 1); results depend on it, so a count above "
+                         "1 is part of the artifact keys (workers, a pure speed knob, are not)")
     workers: int = Field(2, ge=1, description="parallel processes for independent jobs (students, evaluations); "
                                                 "backend vllm always uses 1")
     embedded: dict[str, dict] = Field(default_factory=dict,

@@ -90,9 +90,9 @@ def _build_base(name: str, spec, threads: int):
 
 
 def _threads(cfg: ExperimentConfig, parallel: int) -> int:
-    if cfg.model.threads:
-        return cfg.model.threads
-    return 1 if parallel > 1 else (os.cpu_count() or 1)
+    """torch threads per job: ``model.threads`` (0 = 1), never the number of workers, so that ``--workers`` is a
+    pure speed knob (a resumed run with other workers makes the same bytes); a count above 1 is in the keys."""
+    return cfg.model.threads or 1
 
 
 def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("generate", "filter", "finetune",

@@ -69,12 +69,17 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
     hf = cfg.model.backend == "hf"
 
     backend_revision = BACKEND_REVISION.get(cfg.model.backend, {})
+    # torch's thread count changes floating-point sums, hence bytes: every job runs with model.threads (0 = 1),
+    # whatever the number of workers, and a count above 1 is part of the keys of the stages that compute with torch
+    threads = cfg.model.threads if hf else 1
 
     def add(stage, name, config, parents, seed, model_name, batch=None, **args) -> Node:
         if stage in REVISION:  # bumping either revision changes the stage's keys
             config = config | {"revision": REVISION[stage]}
         if stage in backend_revision:
             config = config | {"backend_revision": backend_revision[stage]}
+        if threads > 1 and stage in ("teacher", "generate", "finetune", "evaluate"):  # they compute with torch
+            config = config | {"threads": threads}
         n = Node(stage, artifact_key(stage, config, list(parents)), name, config, tuple(parents), seed, model_name,
                  args, f"{stage}:{batch}" if hf and batch is not None else None)
         plan[stage].append(n)
