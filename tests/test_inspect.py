@@ -62,3 +62,9 @@ def test_a_trait_without_sampled_scorers_is_a_one_line_error():
 
     with pytest.raises(UserError, match="inspect cannot run"):
         trait_task(None, scorers=["option-probability"])
+    with pytest.raises(UserError, match="not measured by llm-judge"):
+        trait_task(None, scorers=["llm-judge"])
+    with pytest.raises(UserError, match="file not found|not found"):
+        trait_task("no-such-config.toml")
+    with pytest.raises(UserError, match="unknown key"):
+        trait_task(None, ["nonexistent.key=1"])

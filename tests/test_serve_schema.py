@@ -33,7 +33,7 @@ def test_no_request_gets_a_500(app, mode):
     seen = {}
     for op in ops:
         @given(case=op.as_strategy(generation_mode=gen))
-        @settings(max_examples=25, deadline=None, database=None, derandomize=True,
+        @settings(max_examples=15, deadline=None, database=None, derandomize=True,
                   suppress_health_check=list(HealthCheck))
         def run(case):
             response = case.call()

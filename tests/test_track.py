@@ -79,6 +79,20 @@ def test_trackio_gets_every_job_through_the_cli(run_dir, tmp_path):
     assert len(runs) == 1 + len(_jobs(out))
 
 
+def test_a_tracker_that_cannot_store_is_a_one_line_error(run_dir, tmp_path, capsys):
+    """A URI MLflow refuses, and a TRACKIO_DIR Trackio cannot write (it drops the runs silently), are said."""
+    _, out = run_dir
+    pytest.importorskip("mlflow")
+    assert main(["report", str(out), "--track", "mlflow", "--track-uri", "nosuch://x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sublearn: error: mlflow (nosuch://x)")
+    pytest.importorskip("trackio")
+    (tmp_path / "afile").write_text("")
+    p = subprocess.run([sys.executable, "-m", "sublearn", "report", str(out), "--track", "trackio"], capture_output=True,
+                       text=True, env={**os.environ, "TRACKIO_DIR": str(tmp_path / "afile")}, timeout=300)
+    assert p.returncode == 2 and "trackio stored 0 of" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
 def test_bad_tracker_flags_are_one_line_errors(run_dir, capsys):
     cfg, out = run_dir
     assert main(["report", str(out), "--track", "wandb"]) == 2

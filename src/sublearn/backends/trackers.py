@@ -115,6 +115,13 @@ class TrackioTracker:
         self.project = uri or "sublearn"
 
     def log(self, run: RunLog) -> str:
+        try:
+            return self._log(run)
+        except (OSError, ValueError, RuntimeError) as e:  # Trackio's own refusals (its directory, a project name)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise UserError(f"trackio (project {self.project!r}): {first[:400]}") from None
+
+    def _log(self, run: RunLog) -> str:
         import contextlib
         import io
 
@@ -142,5 +149,10 @@ class TrackioTracker:
         from loguru import logger
 
         logger.debug(chatter.getvalue())
+        stored = set(SQLiteStorage.get_runs(self.project) or [])
+        lost = [name for name, *_ in todo if name not in stored]
+        if lost:  # Trackio drops what it cannot write without a word: say it
+            raise UserError(f"trackio stored {len(todo) - len(lost)} of {len(todo)} runs in project "
+                            f"{self.project!r} (is TRACKIO_DIR a writable directory?); missing e.g. {lost[0]!r}")
         return (f"trackio project '{self.project}' (`trackio show --project {self.project}`): {new} run(s) logged, "
                 f"{len(todo) - new} already there")
