@@ -123,6 +123,67 @@ def filter_cases(tmp: Path) -> list[tuple[str, str | None]]:
     return out
 
 
+CORRUPTIONS = [  # (artifact glob, how): every file kind an artifact holds, changed in every way the report found
+    ("evaluate-*/eval.json", "edit"), ("evaluate-*/eval.json", "truncate"), ("finetune-*/**/*.safetensors", "flip"),
+    ("finetune-*/**/*.safetensors", "truncate"), ("finetune-*/**/adapter_config.json", "edit"),
+    ("filter-*/kept.jsonl", "delete-line"), ("filter-*/kept.meta.jsonl", "delete-line"),
+    ("filter-*/logprobs.npz", "truncate"), ("filter-*/stats.json", "remove"), ("generate-*/raw.jsonl", "edit"),
+    ("generate-*/logprobs.npz", "flip"), ("teacher-*/teacher.json", "edit"), ("teacher-*/**/*.safetensors", "flip"),
+    ("evaluate-*/.done", "remove"), ("finetune-*", "remove-dir"), ("lineage.sqlite", "garbage"),
+]
+
+
+def _corrupt(path: Path, how: str) -> None:
+    import shutil
+
+    if how == "remove-dir":
+        shutil.rmtree(path)
+    elif how == "remove":
+        path.unlink()
+    elif how == "garbage":
+        path.write_bytes(b"garbage" * 100)
+    else:
+        b = path.read_bytes()
+        if how == "truncate":
+            b = b[: len(b) // 2]
+        elif how == "flip":
+            b = b[:-9] + bytes([b[-9] ^ 0xFF]) + b[-8:]
+        elif how == "edit":
+            i = max(b.find(b"0"), 0)
+            b = b[:i] + (b"1" if b[i:i + 1] != b"1" else b"2") + b[i + 1:]
+        elif how == "delete-line":
+            b = b"".join(b.splitlines(keepends=True)[1:])
+        path.write_bytes(b)
+
+
+def corruptions(tmp: Path) -> list[tuple[str, str | None]]:
+    """A finished micro run, corrupted one way at a time: `sublearn verify` names it (exit 1), or the run refuses in
+    one line (a garbage lineage index); the next `sublearn run` recomputes it and the results are unchanged."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import micro_config
+
+    cfg = micro_config(tmp, '\n[students]\nconditions = ["same-init", "control"]\n', seeds="[7]")
+    out = tmp / "run"
+    assert run(["run", cfg, "--out", str(out)]).returncode == 0
+    first = json.loads((out / "results.json").read_text())["conditions"]
+    res = []
+    for pattern, how in CORRUPTIONS:
+        target = out / pattern if "*" not in pattern else sorted((out / "artifacts").glob(pattern))[0]
+        backup = target.read_bytes() if how == "garbage" else None
+        _corrupt(target, how)
+        v = run(["verify", str(out)])
+        if how == "garbage":
+            why = clean_error(v)
+            target.write_bytes(backup)
+        else:
+            why = None if v.returncode == 1 and "damaged: " in v.stdout else f"verify exit {v.returncode}: {v.stdout[-200:]}"
+        r = run(["run", cfg, "--out", str(out)])
+        if not why and (r.returncode != 0 or json.loads((out / "results.json").read_text())["conditions"] != first):
+            why = f"re-run exit {r.returncode} or other results: {r.stderr[-200:]}"
+        res.append((f"{how} {pattern}", why))
+    return res
+
+
 def pytest_suite(select: list[str]) -> tuple[int, int, str]:
     """(passed, failed, the command) of a pytest selection."""
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *select]
@@ -136,7 +197,8 @@ def pytest_suite(select: list[str]) -> tuple[int, int, str]:
 def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as t:
-        for name, fn in (("bad inputs (CLI)", bad_inputs), ("filter --data", filter_cases)):
+        for name, fn in (("bad inputs (CLI)", bad_inputs), ("filter --data", filter_cases),
+                         ("corruptions, one at a time, of a finished run (CLI)", corruptions)):
             sub = Path(t) / name.split()[0]
             sub.mkdir()
             res = fn(sub)
@@ -148,7 +210,7 @@ def main() -> int:
             "tests/test_pipeline.py", "-k", "chaos or kill_9 or killed_worker"],
         "concurrent runs and writers": ["tests/test_pipeline.py", "tests/test_store_stats.py", "-k",
                                         "two_runs or one_writer or partial"],
-        "corruptions (edited, truncated, flipped, moved)": ["tests/test_pipeline.py", "-k", "damaged or moved_cache"],
+        "corruptions and a moved cache (tests)": ["tests/test_pipeline.py", "-k", "damaged or moved_cache"],
         "server probes (schemathesis on every route, limits, auth)": [
             "tests/test_serve_schema.py", "tests/test_api.py", "-k",
             "schema or 500 or idle or bad_requests or fault or api_key or stall or pickled or limit"],
