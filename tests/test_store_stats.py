@@ -129,10 +129,11 @@ def test_partial_writes_of_dead_writers_are_cleaned_even_when_their_pid_was_reus
         live = arts / f".tmp-finetune-abc-{_writer_tag(other.pid)}"  # a writer that is still running: kept
         reused = arts / f".tmp-finetune-def-{other.pid}.1"  # its pid, another start time: a dead writer's
         dead = arts / ".tmp-evaluate-0123-999999999"
-        for d in (live, reused, dead):
+        elsewhere = arts / ".tmp-evaluate-4567-999999999.5.hffffffff"  # another host's writer: never removed here
+        for d in (live, reused, dead, elsewhere):
             d.mkdir()
         Store(tmp_path)
-        assert live.exists() and not reused.exists() and not dead.exists()
+        assert live.exists() and not reused.exists() and not dead.exists() and elsewhere.exists()
         with Store(tmp_path).writing("filter", "k1", name="x", config={}) as (tmp, _):
             assert tmp.name.endswith(_writer_tag(os.getpid()))
     finally:

@@ -305,14 +305,26 @@ def _start_time(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the parenthesized command name
 
 
+def _host() -> str:
+    """This machine, as it appears in temp directory names (a short hash of the host name)."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def _writer_tag(pid: int) -> str:
+    """pid.start.host: the writer of a temp directory, so that no other process, nor another machine sharing the
+    store's file system, takes it for a dead writer's."""
     start = _start_time(pid)
-    return f"{pid}" if start is None else f"{pid}.{start}"
+    return f"{pid}.{start or 0}.h{_host()}"
 
 
 def _writer_alive(tag: str) -> bool:
-    """Is the process that wrote a temp directory named with ``tag`` still running (and not this process)?"""
-    pid, _, start = tag.partition(".")
+    """Is the process that wrote a temp directory named with ``tag`` still running (and not this process)? A
+    writer on another host is taken as alive: this machine cannot tell, and must not remove its work."""
+    pid, start, host = (tag.split(".") + ["", ""])[:3]
+    if host.startswith("h") and host != f"h{_host()}":
+        return True
     if not pid.isdigit() or int(pid) == os.getpid() or not _pid_alive(int(pid)):
         return False
-    return not start or _start_time(int(pid)) in (None, start)
+    return start in ("", "0") or _start_time(int(pid)) in (None, start)
