@@ -121,17 +121,14 @@ def filter_file(data: str | Path, kept_path: str | Path, rejected_path: str | Pa
                 kept_n += len(kept)
                 reasons.update(st["reasons"])
 
-            buf: list[dict] = []
+            buf: list[dict] = []  # rows total - len(buf) .. total - 1
             for _, row in jsonl.rows(paths["--data"], max_line_bytes, too_long="yield"):
-                if row is None:
+                if row is None or len(buf) == chunk:
                     flush(buf, total - len(buf))
                     buf = []
+                if row is None:
                     fr.write(json.dumps({"reject_reason": "too_long", "row": total}) + "\n")
                     reasons["too_long"] += 1
-                elif len(buf) + 1 >= chunk:
-                    buf.append(row)
-                    flush(buf, total + 1 - len(buf))
-                    buf = []
                 else:
                     buf.append(row)
                 total += 1

@@ -25,14 +25,19 @@ from .schedule import Job, run_graph
 __all__ = ["run", "make_plan", "Node", "STAGES", "CLI_STAGES"]
 
 
+def _specs(cfg: ExperimentConfig) -> list[str]:
+    """Every base the experiment uses: its own, the cross model's, the fan-out students'."""
+    specs = [cfg.model.base] + ([cfg.model.cross] if cfg.needs_cross() else [])
+    return specs + [cfg.fanout_spec(f) for f in cfg.students.fanout]
+
+
 def _bases(cfg: ExperimentConfig, run: Store) -> tuple[list[Job], Callable[[str], None]]:
     """Jobs that pre-train the embedded bases missing from the machine-wide cache, and a function that records a
     base in the run's lineage (called at once for bases that exist, after its job for the others)."""
     from ..backends.tiny.build import cache_root
     from .plan import base_key
 
-    specs = [cfg.model.base] + ([cfg.model.cross] if cfg.needs_cross() else [])
-    specs += [cfg.fanout_spec(f) for f in cfg.students.fanout]
+    specs = _specs(cfg)
     if cfg.model.backend == "openai":
         from ..backends.openai_api import record_api_bases
 
@@ -75,7 +80,7 @@ def preflight(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...], p
     from .plan import base_key
 
     cache = Store(cache_root(), "SUBLEARN_CACHE")
-    for s in dict.fromkeys([cfg.model.base] + ([cfg.model.cross] if cfg.needs_cross() else [])):
+    for s in dict.fromkeys(_specs(cfg)):
         if cfg.model.spec(s) is None or cache.exists("base", base_key(cfg, s)):
             check_fits(resolve(s, cfg.model.spec(s))[0], cfg, s)
 
