@@ -181,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="the metric to compare (default: the runs' first, e.g. prob)")
     p.add_argument("--conditions", default="base,control,same-init", help="the figure's bars per run, comma-"
                    "separated (default base,control,same-init)")
+    p = sub.add_parser("sweep", help="a grid of experiments (axes over any config fields) in one shared store",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Run every cell of a grid (a base config plus axes over config fields; docs/sweep.md) "
+                       "into one directory, so cells share every artifact they have in common and a re-run computes "
+                       "only what is missing. Cells that differ only in their seeds are joined into one result with "
+                       "seed-level statistics (DIR/groups/*/results.json), and the groups are compared side by side "
+                       "(DIR/grid/grid.csv, grid.md, grid.png, grid.html). A failing cell is recorded in "
+                       "DIR/sweep.json and retried without stopping the grid.",
+                       epilog="example:\n  sublearn sweep examples/grid-tiny.toml --out runs/grid   # 3 targets x 3 seeds")
+    p.add_argument("grid", help="grid TOML: base = CONFIG, [axes] field = [values], optional set and retries")
+    p.add_argument("--out", required=True, help="the shared run directory (artifacts, lineage, groups/, grid/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of every cell (repeatable)")
     p = sub.add_parser("plugins", help="list the registered carriers, traits, scorers, ban lists and conditions",
                        description="List every registered plug-in with what it is (docs/plugins.md). With --plugin "
                        "MODULE (repeatable) or a CONFIG, yours are loaded and listed too.")

@@ -185,6 +185,26 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    """``sublearn sweep GRID --out DIR``: every cell into one shared store, then the groups side by side."""
+    from loguru import logger
+
+    from .backends.tiny.build import cache_root
+    from .store import usable_dir
+    from .sweep import load_grid, run_sweep
+
+    grid, cells = load_grid(args.grid, args.set)  # every cell validated before anything is written
+    usable_dir(cache_root(), "SUBLEARN_CACHE")
+    out = usable_dir(args.out)
+    res = run_sweep(grid, cells, out)
+    for name, g in res["groups"].items():
+        logger.success(f"{name} (seeds {g['seeds']}): {g['verdict']}")
+    failed = f"; {len(res['failed'])} failed: {', '.join(res['failed'])} (see {out / 'sweep.json'})" \
+        if res["failed"] else ""
+    logger.success(f"{len(cells)} cells in {res['seconds']:.0f} s{failed}. Grid: {out / 'grid' / 'grid.md'}")
+    return 1 if res["failed"] else 0
+
+
 def cmd_verify(args) -> int:
     """``sublearn verify RUN``: every artifact of a run (and the cached bases it used) against what was written."""
     from loguru import logger
@@ -366,6 +386,8 @@ def dispatch(args) -> int:
         return cmd_plugins(args)
     if c == "verify":
         return cmd_verify(args)
+    if c == "sweep":
+        return cmd_sweep(args)
     if c == "config":
         return cmd_config(args)
     raise UserError(f"unknown command {c}")

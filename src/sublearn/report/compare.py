@@ -75,7 +75,9 @@ def check_axes(names: list[str], configs: list[dict], axes: list[str]) -> list[d
 
 
 def compare_runs(runs: list[str], out: Path, axes: list[str] | None = None, metric: str | None = None,
-                 conditions: tuple[str, ...] = FIGURE) -> dict:
+                 conditions: tuple[str, ...] = FIGURE, stem: str = "compare") -> dict:
+    """The runs' results side by side in ``out``: ``<stem>.csv``, ``<stem>.comparisons.csv``, ``<stem>.md``,
+    ``<stem>.png`` (the study's figure) and ``<stem>.html``."""
     if len(runs) < 2:
         raise UserError("compare needs at least two runs")
     axes = axes or ["trait.target"]
@@ -101,19 +103,19 @@ def compare_runs(runs: list[str], out: Path, axes: list[str] | None = None, metr
                 comps.append({"run": str(run), **axv, "a": c["a"], "b": c["b"], "diff": c["diff"], "ci_lo": c["ci"][0],
                               "ci_hi": c["ci"][1], "p": c["p_value"], "wins": c.get("wins"), "n_seeds": c["n_seeds"]})
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "compare.csv", _csv(rows))
-    write_atomic(out / "compare.comparisons.csv", _csv(comps))
+    write_atomic(out / f"{stem}.csv", _csv(rows))
+    write_atomic(out / f"{stem}.comparisons.csv", _csv(comps))
     label = results[0]["metrics"][metric]["label"]
-    write_atomic(out / "compare.md", _markdown(runs, results, values, axes, rows, metric, label))
+    write_atomic(out / f"{stem}.md", _markdown(runs, results, values, axes, rows, metric, label, stem))
     groups = {" / ".join(axv.values()): [(c, res["conditions"][c][metric]) for c in conditions
                                          if c in res["conditions"]] for res, axv in zip(results, values)}
     from .plots import grouped_seed_bars
 
-    grouped_seed_bars(groups, out / "compare.png", title=f"{label}: seed mean, 95% CI over seeds, every seed a dot",
+    grouped_seed_bars(groups, out / f"{stem}.png", title=f"{label}: seed mean, 95% CI over seeds, every seed a dot",
                       ylabel=metric)
     from .html import markdown_page
 
-    write_atomic(out / "compare.html", markdown_page((out / "compare.md").read_text(), out, "sublearn compare"))
+    write_atomic(out / f"{stem}.html", markdown_page((out / f"{stem}.md").read_text(), out, f"sublearn {stem}"))
     return {"rows": rows, "comparisons": comps, "axes": axes, "metric": metric}
 
 
@@ -126,7 +128,7 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _markdown(runs, results, values, axes, rows, metric, label) -> str:
+def _markdown(runs, results, values, axes, rows, metric, label, stem: str = "compare") -> str:
     conds = list(dict.fromkeys(r["condition"] for r in rows))
     lines = [f"# Comparison of {len(runs)} runs along {', '.join(axes)}", "",
              f"{label} (`{metric}`): seed mean [95% CI over seeds]. Each run's verdict is its own report's first "
@@ -140,6 +142,6 @@ def _markdown(runs, results, values, axes, rows, metric, label) -> str:
     lines += ["", "## Verdicts", ""]
     for run, res, axv in zip(runs, results, values):
         lines.append(f"- **{' / '.join(axv.values())}** (`{run}`): {res.get('verdict', '-')}")
-    lines += ["", "Per-seed values: compare.csv; every comparison with its exact p: compare.comparisons.csv.", "",
-              "![base, control and same-init per run](compare.png)"]
+    lines += ["", f"Per-seed values: {stem}.csv; every comparison with its exact p: {stem}.comparisons.csv.", "",
+              f"![base, control and same-init per run]({stem}.png)"]
     return "\n".join(lines) + "\n"

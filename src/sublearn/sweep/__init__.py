@@ -1,0 +1,166 @@
+"""``sublearn sweep GRID.toml --out DIR``: a grid of experiments in one shared content-addressed store.
+
+A grid is a base config plus axes over any config fields (``trait.target = ["owl", "eagle"]``, ``seeds = [0, 1, 2]``,
+``students.recipe.lora_rank = [1, 4]``...). Their product is the cells; every cell is an ordinary run into ``DIR``,
+so cells share every artifact they have in common (one base, one control arm per seed, one teacher per target and
+seed), and a re-run computes only what is missing. The ``seeds`` axis splits the seeds into cells; the report
+then joins them again: every group of cells that differ only in their seed becomes one result with seed-level
+statistics (``DIR/groups/<group>/results.json``, the same schema as a run's), and the groups are compared side by
+side (``DIR/grid/``: ``grid.csv``, ``grid.md`` with a verdict per group, ``grid.png``, ``grid.html``). A cell that
+fails is recorded in ``DIR/sweep.json`` and retried up to ``retries`` times without stopping the grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ..configbase import Frozen
+from ..errors import UserError
+
+__all__ = ["Cell", "GridConfig", "cells", "load_grid", "run_sweep"]
+
+
+class GridConfig(Frozen):
+    """A grid: the base experiment, the axes, and how often a failing cell is retried."""
+
+    base: str = Field(description="the base experiment TOML (relative to the grid file) or a run directory")
+    axes: dict[str, list[Any]] = Field(description="config field -> values; the grid is their product "
+                                                   "(`seeds` values: a seed, or a list of seeds, per cell)")
+    set: list[str] = Field([], description="--set overrides applied to every cell before its axes")
+    retries: int = Field(1, ge=0, le=10, description="extra attempts of a failing cell (0-10)")
+
+
+class Cell:
+    """One point of the grid: its name, its axis values, its overrides and its validated config."""
+
+    def __init__(self, values: dict[str, Any], overrides: list[str], cfg):
+        self.values, self.overrides, self.cfg = values, overrides, cfg
+        self.name = "_".join(f"{k.split('.')[-1]}-{_slug(v)}" for k, v in values.items()) or "base"
+
+
+def _slug(v) -> str:
+    return re.sub(r"[^\w.-]+", "-", json.dumps(v) if not isinstance(v, str) else v).strip("-")[:40]
+
+
+def load_grid(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[GridConfig, list[Cell]]:
+    """The grid and every cell's config, all validated before anything runs (a bad value names its cell)."""
+    from ..configbase import build, read_toml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"grid file not found: {path}")
+    data = read_toml(p)
+    if isinstance(data.get("axes"), dict):  # `students.lr = [...]` unquoted is a nested table in TOML: the same axis
+        data["axes"] = _dotted(data["axes"])
+    grid = build(GridConfig, data, str(p))
+    if not grid.axes or any(not isinstance(v, list) or not v for v in grid.axes.values()):
+        raise UserError(f"{path}: axes must give every field a non-empty list of values")
+    base = Path(grid.base) if Path(grid.base).is_absolute() else (p.parent / grid.base)
+    return grid, cells(grid, str(base), list(grid.set) + list(overrides))
+
+
+def _dotted(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def cells(grid: GridConfig, base: str, common: list[str]) -> list[Cell]:
+    from ..config import load_experiment
+
+    keys = list(grid.axes)
+    out = []
+    for combo in itertools.product(*(grid.axes[k] for k in keys)):
+        values = dict(zip(keys, combo))
+        over = common + [f"{k}={json.dumps([v] if k == 'seeds' and not isinstance(v, list) else v)}"
+                         for k, v in values.items()]
+        try:
+            cfg = load_experiment(base, over)
+        except UserError as e:
+            raise UserError(f"grid cell {values}: {e}") from None
+        out.append(Cell(values, over, cfg))
+    return out
+
+
+def run_sweep(grid: GridConfig, cell_list: list[Cell], out: Path) -> dict:
+    """Run every cell into ``out`` (the shared store), then each group's results and the comparison of groups."""
+    from loguru import logger
+
+    from ..pipeline import run
+    from ..pipeline.plan import make_plan
+    from ..store import Store, write_atomic
+
+    store = Store(out)
+    ledger: dict[str, dict] = {}
+    t0 = time.time()
+    for i, cell in enumerate(cell_list, 1):
+        plan = make_plan(cell.cfg)
+        nodes = [n for nodes in plan.values() for n in nodes]
+        had = sum(store.exists(n.stage, n.key) for n in nodes)
+        rec = {"values": cell.values, "artifacts": len(nodes), "already_there": had, "attempts": 0}
+        for attempt in range(grid.retries + 1):
+            rec["attempts"] = attempt + 1
+            logger.info(f"sweep cell {i}/{len(cell_list)} {cell.name}: {had} of {len(nodes)} artifacts already there"
+                        + (f" (attempt {attempt + 1})" if attempt else ""))
+            t = time.time()
+            try:
+                run(cell.cfg, out, stages=("generate", "filter", "finetune", "evaluate"), plan=plan)
+                rec.update(status="done", seconds=round(time.time() - t, 1), error=None)
+                break
+            except Exception as e:  # noqa: BLE001 - a failed cell is recorded and retried; the grid goes on
+                msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+                rec.update(status="failed", seconds=round(time.time() - t, 1), error=msg)
+                logger.warning(f"sweep cell {cell.name} failed (attempt {attempt + 1}): {msg}")
+        ledger[cell.name] = rec
+        write_atomic(out / "sweep.json", json.dumps({"cells": ledger}, indent=1))
+    groups = _groups(grid, cell_list, ledger)
+    report = _report(groups, out, [k for k in grid.axes if k != "seeds"])
+    summary = {"cells": ledger, "groups": report, "seconds": round(time.time() - t0, 1),
+               "failed": [n for n, r in ledger.items() if r["status"] != "done"]}
+    write_atomic(out / "sweep.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def _groups(grid: GridConfig, cell_list: list[Cell], ledger: dict) -> dict[str, tuple[object, list[Cell]]]:
+    """Cells that differ only in their seeds, as one config with all their seeds (failed cells left out)."""
+    out: dict[str, tuple[object, list[Cell]]] = {}
+    for c in cell_list:
+        if ledger[c.name]["status"] != "done":
+            continue
+        rest = {k: v for k, v in c.values.items() if k != "seeds"}
+        name = "_".join(f"{k.split('.')[-1]}-{_slug(v)}" for k, v in rest.items()) or "all"
+        out.setdefault(name, (c.cfg, []))[1].append(c)
+    merged = {}
+    for name, (cfg, members) in out.items():
+        seeds = sorted({s for m in members for s in m.cfg.seeds})
+        merged[name] = (cfg.model_copy(update={"seeds": tuple(seeds)}), members)
+    return merged
+
+
+def _report(groups: dict, out: Path, axes: list[str]) -> dict:
+    """Each group's results.json (seed-level statistics over its seed cells) and the groups side by side."""
+    from ..pipeline.plan import make_plan
+    from ..report.results import build_results
+    from ..store import write_atomic
+
+    done = {}
+    for name, (cfg, _) in groups.items():
+        d = out / "groups" / name
+        d.mkdir(parents=True, exist_ok=True)
+        res = build_results(cfg, out, make_plan(cfg), {})
+        write_atomic(d / "results.json", json.dumps(res, indent=1))
+        done[name] = {"verdict": res["verdict"], "seeds": list(cfg.seeds), "results": str(d / "results.json")}
+    if len(done) >= 2:
+        from ..report.compare import compare_runs
+
+        compare_runs([str(out / "groups" / n) for n in done], out / "grid", axes=axes or ["trait.target"],
+                     stem="grid")
+    return done
