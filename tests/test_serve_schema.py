@@ -73,3 +73,14 @@ def test_an_idle_connection_is_closed(app):
         assert s.recv(4096) == b""  # closed by the server, not by the 10 s socket timeout
         assert time.time() - t0 < 5
         s.close()
+
+
+@pytest.mark.parametrize("flag", ["--idle-timeout", "--body-timeout", "--max-body-mb"])
+def test_bad_timeouts_and_sizes_are_one_line(flag):
+    import subprocess
+    import sys
+
+    for value in ("0", "-1", "nan"):
+        p = subprocess.run([sys.executable, "-m", "sublearn", "serve", "tiny", flag, value], capture_output=True,
+                           text=True, timeout=60)
+        assert p.returncode == 2 and flag in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -91,7 +91,7 @@ def test_workers_are_a_speed_knob_and_threads_are_in_the_keys():
     for over in ([], ["model.workers=1"], ["model.workers=7"], ["model.threads=1"], ["model.threads=2"]):
         cfg = load_experiment(None, over)
         keys[tuple(over)] = {n.name: (n.stage, n.key) for nodes in plan.make_plan(cfg).values() for n in nodes}
-        assert _threads(cfg, cfg.model.workers) == (cfg.model.threads or 1)
+        assert _threads(cfg) == (cfg.model.threads or 1)
     base = keys[()]
     assert keys[("model.workers=1",)] == keys[("model.workers=7",)] == keys[("model.threads=1",)] == base
     two = keys[("model.threads=2",)]

@@ -118,6 +118,18 @@ def build(cls: type[T], data: dict, source: str) -> T:
 SUPERSEDES = {"epochs": "steps"}
 
 
+def dotted(d: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested table as {"a.b.c": leaf}: non-empty tables are followed, everything else (lists, scalars, {}) is a
+    leaf. The flat form of a config that compare, trackers and sweep axes use."""
+    out: dict[str, Any] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict) and v:
+            out |= dotted(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     """``over`` on top of ``base``, recursively for dicts (lists and scalars are replaced)."""
     out = dict(base)

@@ -94,7 +94,7 @@ def _build_base(name: str, spec, threads: int):
     return name
 
 
-def _threads(cfg: ExperimentConfig, parallel: int) -> int:
+def _threads(cfg: ExperimentConfig) -> int:
     """torch threads per job: ``model.threads`` (0 = 1), never the number of workers, so that ``--workers`` is a
     pure speed knob (a resumed run with other workers makes the same bytes); a count above 1 is in the keys."""
     return cfg.model.threads or 1
@@ -156,7 +156,7 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
         if job.stage == "base":
             record_base(result)
 
-    spans = run_graph(jobs, n_workers, _threads(cfg, n_workers), on_done, desc="experiment", combine=combine)
+    spans = run_graph(jobs, n_workers, _threads(cfg), on_done, desc="experiment", combine=combine)
     # the config of the last command that got this far: `sublearn report RUN` uses it (a failed or killed command,
     # e.g. with a bad --set, leaves the previous one)
     write_atomic(out / "config.json", cfg.model_dump_json(indent=1))

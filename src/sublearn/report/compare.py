@@ -38,16 +38,11 @@ def load_results(run: str | Path) -> dict:
     return res
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+def flatten(d: dict) -> dict[str, str]:
     """Dotted keys -> JSON values of a config (lists and scalars are leaves)."""
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out |= flatten(v, key + ".")
-        else:
-            out[key] = json.dumps(v, sort_keys=True)
-    return out
+    from ..configbase import dotted
+
+    return {k: json.dumps(v, sort_keys=True) for k, v in dotted(d).items()}
 
 
 def _covered(key: str, axes: list[str]) -> bool:

@@ -53,16 +53,12 @@ class RunLog:
     jobs: list[JobLog]
 
 
-def flatten(d, prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"a.b.c": "value"} (lists as JSON), the form trackers take parameters in."""
-    out: dict[str, str] = {}
-    for k, v in (d or {}).items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out |= flatten(v, name + ".")
-        else:
-            out[name] = v if isinstance(v, str) else json.dumps(v)
-    return out
+def flatten(d) -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"} (strings as they are, other leaves as JSON), the form trackers take
+    parameters in."""
+    from ..configbase import dotted
+
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in dotted(d).items()}
 
 
 def _finite(d: dict) -> dict[str, float]:

@@ -51,26 +51,19 @@ def _slug(v) -> str:
 
 def load_grid(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[GridConfig, list[Cell]]:
     """The grid and every cell's config, all validated before anything runs (a bad value names its cell)."""
-    from ..configbase import build, read_toml
+    from ..configbase import build, dotted, read_toml
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"grid file not found: {path}")
     data = read_toml(p)
     if isinstance(data.get("axes"), dict):  # `students.lr = [...]` unquoted is a nested table in TOML: the same axis
-        data["axes"] = _dotted(data["axes"])
+        data["axes"] = dotted(data["axes"])
     grid = build(GridConfig, data, str(p))
     if not grid.axes or any(not isinstance(v, list) or not v for v in grid.axes.values()):
         raise UserError(f"{path}: axes must give every field a non-empty list of values")
     base = Path(grid.base) if Path(grid.base).is_absolute() else (p.parent / grid.base)
     return grid, cells(grid, str(base), list(grid.set) + list(overrides))
-
-
-def _dotted(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out |= _dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
 
 
 def cells(grid: GridConfig, base: str, common: list[str]) -> list[Cell]:
