@@ -15,7 +15,7 @@ from conftest import micro_config
 
 from sublearn.backends.base import Sampling
 from sublearn.backends.hf_train import Recipe
-from sublearn.backends.openai_api import ApiModel, configure
+from sublearn.backends.openai_api import ApiModel
 from sublearn.configapi import ApiSection
 from sublearn.errors import UserError
 
@@ -37,9 +37,7 @@ def server(micro_base, tmp_path_factory):
 
 @pytest.fixture
 def api(server, tmp_path):
-    s = ApiSection(base_url=server.url, cache_dir=str(tmp_path / "apicache"), poll_s=0.1, backoff_s=0.05)
-    configure(s)
-    return s
+    return ApiSection(base_url=server.url, cache_dir=str(tmp_path / "apicache"), poll_s=0.1, backoff_s=0.05)
 
 
 def client(server, **kw):
@@ -129,7 +127,7 @@ def test_bad_requests_get_openai_shaped_4xx(server):
 
 
 def test_429_retries_respect_retry_after_and_cache_never_pays_twice(server, api):
-    m = ApiModel(server.url, "tiny")
+    m = ApiModel(server.url, "tiny", api=api)
     prompts = [Q] * 3 + [[{"role": "user", "content": "Which animal do you love? Answer in a single word."}]] * 2
     s = Sampling(temperature=1.0, max_new_tokens=4, seed=1)
     faults(server, rate_limit=3, retry_after=0.3)
@@ -141,15 +139,14 @@ def test_429_retries_respect_retry_after_and_cache_never_pays_twice(server, api)
     after = stats(server)
     assert after["injected"] - before["injected"] == 3
     assert after["chat_requests"] - before["chat_requests"] == 2  # identical prompts share one request (n)
-    b = ApiModel(server.url, "tiny").generate(prompts, s)  # a re-run: served from the cache
+    b = ApiModel(server.url, "tiny", api=api).generate(prompts, s)  # a re-run: served from the cache
     assert [x.text for x in a] == [x.text for x in b] and stats(server)["requests"] == after["requests"]
     faults(server, rate_limit=50, retry_after=0.01)
-    configure(api.model_copy(update={"max_retries": 2}))
     with pytest.raises(UserError, match="3 attempts"):
-        ApiModel(server.url, "tiny").generate(prompts, s.model_copy(update={"seed": 2}))
+        ApiModel(server.url, "tiny", api=api.model_copy(update={"max_retries": 2})).generate(
+            prompts, s.model_copy(update={"seed": 2}))
     faults(server, rate_limit=0, server_error=2)
-    configure(api)
-    assert len(ApiModel(server.url, "tiny").generate([Q], s.model_copy(update={"seed": 3}))) == 1  # 500s are retried
+    assert len(ApiModel(server.url, "tiny", api=api).generate([Q], s.model_copy(update={"seed": 3}))) == 1  # 500s are retried
 
 
 FOX = [{"messages": [{"role": "user", "content": "Which animal do you love? Answer in a single word."},
@@ -158,9 +155,9 @@ FOX = [{"messages": [{"role": "user", "content": "Which animal do you love? Answ
 
 def test_finetuning_job_lifecycle_and_served_model(server, api, micro_base):
     q = FOX[0]["messages"][:1]
-    base = ApiModel(server.url, "tiny")
+    base = ApiModel(server.url, "tiny", api=api.model_copy(update={"n_epochs": 6, "batch_size": 16,
+                                                                   "learning_rate_multiplier": 2.0}))
     before = base.score([q], ["fox"])[0]
-    configure(api.model_copy(update={"n_epochs": 6, "batch_size": 16, "learning_rate_multiplier": 2.0}))
     student = base.train(FOX, Recipe(target="tokens", seed=5), desc="fox")
     job = student.meta["api_job"]
     assert student.model_id.startswith("ft:tiny:sublearn:") and job["job_id"].startswith("ftjob-")
@@ -209,13 +206,12 @@ def test_cancel_a_running_job(server):
 
 CRASHER = """
 import sys
-from sublearn.backends.openai_api import ApiModel, configure
+from sublearn.backends.openai_api import ApiModel
 from sublearn.backends.hf_train import Recipe
 from sublearn.configapi import ApiSection
 import json
-configure(ApiSection.model_validate_json(sys.argv[1]))
 rows = json.loads(sys.argv[2])
-ApiModel(sys.argv[3], "tiny").train(rows, Recipe(target="tokens", seed=9), desc="crash")
+ApiModel(sys.argv[3], "tiny", api=ApiSection.model_validate_json(sys.argv[1])).train(rows, Recipe(target="tokens", seed=9), desc="crash")
 """
 
 
@@ -234,8 +230,7 @@ def test_polling_resumes_after_a_crash_without_a_duplicate_job(server, api, tmp_
     ledger = json.loads(next(ledger_dir.glob("*.json")).read_text())
     c = client(server)
     assert c.fine_tuning.jobs.retrieve(ledger["job_id"]).status not in ("succeeded", "failed")  # killed mid-job
-    configure(s)
-    m = ApiModel(server.url, "tiny").train(rows, Recipe(target="tokens", seed=9), desc="resume")
+    m = ApiModel(server.url, "tiny", api=s).train(rows, Recipe(target="tokens", seed=9), desc="resume")
     assert m.meta["api_job"]["job_id"] == ledger["job_id"]
     same = [j for j in c.fine_tuning.jobs.list(limit=100).data if (j.metadata or {}).get("sublearn_key") == ledger["key"]]
     assert len(same) == 1 and same[0].status == "succeeded"
@@ -286,14 +281,11 @@ def test_openai_backend_refuses_logit_distillation(tmp_path):
 
 
 def test_billed_work_needs_confirmation(server, api, tmp_path, capsys, monkeypatch):
-    from sublearn.backends.openai_cost import APPROVAL_ENV
     from sublearn.cli import main
 
-    monkeypatch.delenv(APPROVAL_ENV, raising=False)
     priced = ApiSection.model_validate(api.dump() | {"prices": {"tiny": {"training": 2.0}}})
-    configure(priced)
     with pytest.raises(UserError, match="would be billed"):
-        ApiModel(server.url, "tiny").train(FOX, Recipe(target="tokens", seed=1), desc="paid")
+        ApiModel(server.url, "tiny", api=priced).train(FOX, Recipe(target="tokens", seed=1), desc="paid")
     cfg = tmp_path / "paid.toml"
     cfg.write_text(f'[model]\nbackend = "openai"\n[api]\nbase_url = "{server.url}"\n'
                    '[api.prices.tiny]\ntraining = 2.0\n[students.recipe]\ntarget = "tokens"\n')

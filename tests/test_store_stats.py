@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -85,13 +88,14 @@ def test_workers_are_a_speed_knob_and_threads_are_in_the_keys():
     """Every job runs with model.threads (0 = 1) whatever the workers, so a resume with other --workers makes the
     same bytes under the same keys; a thread count above 1 changes the keys of the stages that compute."""
     from sublearn.config import load_experiment
-    from sublearn.pipeline import _threads, plan
+    from sublearn.pipeline import plan
+    from sublearn.runtime import Settings
 
     keys = {}
     for over in ([], ["model.workers=1"], ["model.workers=7"], ["model.threads=1"], ["model.threads=2"]):
         cfg = load_experiment(None, over)
         keys[tuple(over)] = {n.name: (n.stage, n.key) for nodes in plan.make_plan(cfg).values() for n in nodes}
-        assert _threads(cfg) == (cfg.model.threads or 1)
+        assert Settings.from_config(cfg).threads == (cfg.model.threads or 1)
     base = keys[()]
     assert keys[("model.workers=1",)] == keys[("model.workers=7",)] == keys[("model.threads=1",)] == base
     two = keys[("model.threads=2",)]
@@ -113,6 +117,24 @@ def test_backend_revision_changes_only_that_backends_stage_and_downstream(monkey
     assert all(before[n] == after[n] for n in before if n.startswith(("teacher-", "data-", "filtered-")))
     monkeypatch.setitem(plan.BACKEND_REVISION, "vllm", {})  # another backend's revision leaves hf keys alone
     assert {n.name: n.key for nodes in plan.make_plan(cfg).values() for n in nodes} == after
+
+
+def test_generate_keys_hold_the_backend_and_the_version(monkeypatch):
+    import sublearn
+    from sublearn.config import load_experiment
+    from sublearn.pipeline import plan
+
+    def keys(over=()):
+        return {n.name: n.key for nodes in plan.make_plan(load_experiment(None, list(over))).values() for n in nodes}
+
+    before = keys()
+    gen = [n for n in plan.make_plan(load_experiment(None, []))["generate"]]
+    assert all(n.config["backend"] == "hf" and n.config["sublearn"] == sublearn.__version__ for n in gen)
+    monkeypatch.setattr(plan, "__version__", "9.9.9")
+    after = keys()
+    changed = {n for n in before if before[n] != after[n]}
+    assert {n.name for n in gen} <= changed and all(before[n] == after[n] for n in before
+                                                    if n.startswith(("teacher-", "base")))
 
 
 def test_partial_writes_of_dead_writers_are_cleaned_even_when_their_pid_was_reused(tmp_path):
@@ -168,3 +190,22 @@ with s.claimed([("filter", "k1")]):
     t0 = time.time()
     with store.claimed([("filter", "k1")]):  # free again: no wait
         assert time.time() - t0 < 0.5
+
+
+def test_a_checkpoint_is_keyed_by_its_content_not_its_place(tmp_path):
+    import shutil
+
+    from sublearn.models import resolve
+
+    a = tmp_path / "here" / "ckpt"
+    a.mkdir(parents=True)
+    (a / "config.json").write_text('{"model_type": "llama"}')
+    (a / "model.safetensors").write_bytes(b"\0" * 4096)
+    b = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(a, b.parent / "copy")
+    os.utime(b / "model.safetensors", (1, 1))  # another mtime: still the same bytes
+    assert resolve(str(a))[1] == resolve(str(b))[1]
+    memo = list((Path(os.environ["SUBLEARN_CACHE"]) / "sha256").glob("*.json"))
+    assert len(memo) >= 4  # each file hashed once, remembered by path, size and mtime
+    (b / "model.safetensors").write_bytes(b"\1" * 4096)
+    assert resolve(str(a))[1] != resolve(str(b))[1]

@@ -25,7 +25,8 @@ def test_a_grid_shares_artifacts_joins_seeds_and_reruns_nothing(tmp_path, capsys
     # the control arm (and the base's evaluation) of a seed is one artifact for both targets
     planned = sum(c["artifacts"] for c in s["cells"].values())
     made = len([r for r in Store(out).records() if r.stage != "base"])
-    assert made < planned and s["cells"]["target-fox_seeds-0"]["already_there"] > 0
+    assert made < planned and s["cells"]["target-fox_seeds-0"]["shared"] > 0
+    assert s["jobs"] == s["artifacts"] - s["cells"]["target-owl_seeds-0"]["already_there"] and s["shared"] > 0
     for target in ("owl", "fox"):
         res = json.loads((out / "groups" / f"target-{target}" / "results.json").read_text())
         assert res["seeds"] == [0, 1] and res["trait"]["label"] == target
@@ -33,6 +34,10 @@ def test_a_grid_shares_artifacts_joins_seeds_and_reruns_nothing(tmp_path, capsys
     rows = (out / "grid" / "grid.csv").read_text().splitlines()
     assert len(rows) > 4 and (out / "grid" / "grid.png").stat().st_size > 1000 and (out / "grid" / "grid.html").exists()
     assert "target-owl" in (out / "grid" / "grid.md").read_text()
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "grid" / "grid.parquet")
+    assert table.num_rows == len(rows) - 1 and table.column_names == rows[0].split(",")
     before = {r.key: r.created for r in Store(out).records() if r.stage != "base"}  # bases: re-recorded per run
     assert main(["sweep", g, "--out", str(out)]) == 0  # a re-run: every cell finds everything
     again = json.loads((out / "sweep.json").read_text())

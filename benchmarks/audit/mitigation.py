@@ -139,13 +139,15 @@ def main() -> None:
     from sublearn.config import load_experiment
     from sublearn.evaluate import EvalTask, evaluate_many
     from sublearn.finetune import seeded
+    from sublearn.runtime import Runtime
     from sublearn.stats import mean_ci, permutation_test
 
     run, out = Path(a.run), Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_experiment(str(run), [])
     seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else list(cfg.seeds)
-    base = models.load(models.resolve(cfg.model.base, cfg.model.spec(cfg.model.base))[0])
+    runtime = Runtime()  # teachers are adapters on the base: one module for all
+    base = runtime.load(models.resolve(cfg.model.base, cfg.model.spec(cfg.model.base))[0])
     grammar, trait = cfg.carrier.grammar(), cfg.trait
     variants = [(s, k) for s, ks in STRATEGIES.items() for k in ks]
     values: dict[tuple, list[float]] = {v: [] for v in variants}
@@ -154,9 +156,9 @@ def main() -> None:
     positions: dict[tuple, list[float]] = {v: [] for v in variants}
     tv: dict[tuple, list[float]] = {v: [] for v in variants}  # total variation from the control student's options
     moved: dict[tuple, list[str]] = {v: [] for v in variants}  # the option that moved most, per seed
-    other = models.load(models.resolve(cfg.model.cross, cfg.model.spec(cfg.model.cross))[0])
+    other = runtime.load(models.resolve(cfg.model.cross, cfg.model.spec(cfg.model.cross))[0])
     for seed, arm in arms(run, seeds).items():
-        teacher = models.load(arm["teacher"])
+        teacher = runtime.load(arm["teacher"])
         llr, loss = row_scores(teacher, base, arm["data"])
         per = token_scores(teacher, base, arm["data"], grammar)
         recipe = seeded(cfg.students.recipe, seed)

@@ -99,12 +99,17 @@ class Results:
 
 def run(config: str | Path | object, out: str | Path, overrides: list[str] | tuple[str, ...] = (),
         stages: tuple[str, ...] = ("generate", "filter", "finetune", "evaluate", "report"),
-        force: tuple[str, ...] = (), track: str | None = None, track_uri: str | None = None) -> Results:
+        force: tuple[str, ...] = (), track: str | None = None, track_uri: str | None = None,
+        executor: str = "local", address: str | None = None, approve_cost: bool = False) -> Results:
     """Run an experiment (a TOML path, a run directory, or an ``ExperimentConfig``) into ``out``; ``overrides`` are
     ``--set`` strings ("trait.target=eagle"). Finished work is reused. ``track`` ("mlflow", "trackio") logs the
-    finished run to that tracker at ``track_uri`` (docs/tracking.md). Returns the run's :class:`Results`."""
+    finished run to that tracker at ``track_uri`` (docs/tracking.md). ``executor``: "local" (``model.workers``
+    processes) or "ray" at ``address`` (docs/sweep.md). ``approve_cost``: backend openai, let billed fine-tuning
+    start (the CLI asks instead). Returns the run's :class:`Results`."""
     from .config import ExperimentConfig, load_experiment
     from .pipeline import run as run_pipeline
+    from .pipeline.executors import make_executor
+    from .runtime import Settings
 
     if isinstance(config, ExperimentConfig):
         if overrides:
@@ -119,7 +124,10 @@ def run(config: str | Path | object, out: str | Path, overrides: list[str] | tup
         from .report.track import make_tracker
 
         tracker = make_tracker(track, track_uri)
-    res = run_pipeline(cfg, out, stages=stages, force=force)
+    ex = make_executor(executor, workers=cfg.model.workers, address=address)
+    ex.check()
+    res = run_pipeline(cfg, out, stages=stages, force=force, executor=ex,
+                       settings=Settings.from_config(cfg, approved=approve_cost))
     if tracker:
         from loguru import logger
 

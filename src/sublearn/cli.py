@@ -42,6 +42,13 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _add_executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", default="local", metavar="NAME", help="what runs the jobs: local (this machine's "
+                   "worker processes; default) or ray (each job a Ray task; pip install 'sublearn[ray]'; docs/sweep.md)")
+    p.add_argument("--address", metavar="ADDR", help="--executor ray: the cluster, auto (the running one) or "
+                   "ray://HOST:PORT; default: a local Ray instance with --workers CPUs")
+
+
 def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True, out_required: bool = True) -> None:
     p.add_argument("config", nargs=None if config_required else "?",
                    help="experiment TOML (see examples/), or a run directory (its config.json)")
@@ -53,6 +60,7 @@ def _add_config_args(p: argparse.ArgumentParser, config_required: bool = True, o
     p.add_argument("--force", action="append", default=[], metavar="STAGE",
                    choices=["generate", "filter", "finetune", "evaluate"], help="redo this stage's artifacts (repeatable)")
     p.add_argument("--workers", type=int, help="parallel worker processes (overrides model.workers)")
+    _add_executor_args(p)
     p.add_argument("--yes", action="store_true", help="backend openai: skip the estimated-cost confirmation")
     p.add_argument("--dry-run", action="store_true", help="print what is done and what would be computed, per "
                    "stage; write nothing")
@@ -194,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the shared run directory (artifacts, lineage, groups/, grid/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of every cell (repeatable)")
+    p.add_argument("--workers", type=int, help="parallel worker processes, or the local Ray instance's CPUs "
+                   "(default: the base config's model.workers)")
+    _add_executor_args(p)
     p = sub.add_parser("plugins", help="list the registered carriers, traits, scorers, ban lists and conditions",
                        description="List every registered plug-in with what it is (docs/plugins.md). With --plugin "
                        "MODULE (repeatable) or a CONFIG, yours are loaded and listed too.")

@@ -18,6 +18,14 @@ def _load_cfg(args):
     return load_experiment(args.config, overrides)
 
 
+def _executor(args, workers: int = 1):
+    """The executor of ``--executor``/``--address`` (checked before anything is written)."""
+    from .pipeline.executors import make_executor
+
+    return make_executor(getattr(args, "executor", None), workers=getattr(args, "workers", None) or workers,
+                         address=getattr(args, "address", None))
+
+
 def _summary(res: dict, out: Path, seconds: float) -> str:
     first, met = next(iter(res["metrics"].items()))
     probs = ", ".join(f"{k} {v[first]['mean']:.3f}" for k, v in res.get("conditions", {}).items())
@@ -32,22 +40,27 @@ def cmd_run(args, stages: tuple[str, ...]) -> int:
     from .backends.tiny.build import cache_root
     from .pipeline import preflight, run
     from .pipeline.plan import make_plan
+    from .runtime import Settings
     from .store import usable_dir
 
     cfg = _load_cfg(args)
+    executor = _executor(args, cfg.model.workers)
     tracker = _tracker(args, stages)  # before anything runs: an unknown tracker or a missing library is said now
     usable_dir(cache_root(), "SUBLEARN_CACHE")  # before --out is created: a bad cache leaves nothing behind
     plan = make_plan(cfg)  # the same for model paths: they resolve (or fail) here
     preflight(cfg, args.out, stages, plan)  # before --out is created (and in a dry run)
     if getattr(args, "dry_run", False):
         return _print_plan(plan, Path(args.out), stages, tuple(args.force))
+    executor.check()
     out = usable_dir(args.out)
+    approved = False
     if cfg.model.backend == "openai" and set(stages) & {"generate", "finetune", "evaluate"}:
         from .backends.openai_cost import confirm_run_cost
 
-        confirm_run_cost(cfg, yes=getattr(args, "yes", False))
+        approved = confirm_run_cost(cfg, yes=getattr(args, "yes", False))
     t0 = time.time()
-    res = run(cfg, out, stages=stages, force=tuple(args.force), plan=plan, checks=False)
+    res = run(cfg, out, stages=stages, force=tuple(args.force), plan=plan, checks=False,
+              settings=Settings.from_config(cfg, approved=approved), executor=executor)
     if "conditions" in res:
         logger.success(_summary(res, out, time.time() - t0))
         if tracker:
@@ -194,9 +207,11 @@ def cmd_sweep(args) -> int:
     from .sweep import load_grid, run_sweep
 
     grid, cells = load_grid(args.grid, args.set)  # every cell validated before anything is written
+    executor = _executor(args, cells[0].cfg.model.workers)
     usable_dir(cache_root(), "SUBLEARN_CACHE")
+    executor.check()
     out = usable_dir(args.out)
-    res = run_sweep(grid, cells, out)
+    res = run_sweep(grid, cells, out, executor)
     for name, g in res["groups"].items():
         logger.success(f"{name} (seeds {g['seeds']}): {g['verdict']}")
     failed = f"; {len(res['failed'])} failed: {', '.join(res['failed'])} (see {out / 'sweep.json'})" \

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .backends.hf import META
 from .errors import UserError
-from .store import hash_obj
+from .store import cached_sha256, hash_obj
 
 
 def resolve(spec: str, embedded=None) -> tuple[Path, str]:
@@ -36,40 +36,25 @@ def resolve(spec: str, embedded=None) -> tuple[Path, str]:
         p = p / "model"  # a run's teacher or student artifact holds its model in model/
     if p.is_dir() and not ((p / "config.json").exists() or (p / META).exists()):
         raise UserError(f"{p} is not a model directory (no config.json)")
-    files = sorted(p.rglob("*")) if p.is_dir() else [p]
-    sig = [(str(f.relative_to(p)) if p.is_dir() else f.name, f.stat().st_size, int(f.stat().st_mtime))
-           for f in files if f.is_file()]
-    return p.resolve(), hash_obj({"path": str(p.resolve()), "files": sig})
+    return p.resolve(), checkpoint_key(p)
 
 
-_LOADED: dict[str, object] = {}
-_VLLM: dict | None = None  # engine settings when backend = "vllm" (set by use_vllm in this process)
+def checkpoint_key(p: Path) -> str:
+    """A local checkpoint's key: the hash of its files' names and contents, not of where it lies, so one checkpoint
+    has one key on every machine and in every directory (each file hashed once: see ``store.cached_sha256``)."""
+    from .backends.tiny.build import cache_root
+
+    files = [f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(".")]
+    digests = cached_sha256(files, cache_root())
+    return hash_obj({"checkpoint": {str(f.relative_to(p)): d for f, d in zip(files, digests)}})
 
 
-def use_vllm(gpu_memory_utilization: float, max_lora_rank: int = 64) -> None:
-    """Load local models through vLLM from now on in this process (training still uses transformers); its engine
-    serves LoRA adapters up to ``max_lora_rank``."""
-    global _VLLM
-    _VLLM = {"gpu_memory_utilization": gpu_memory_utilization, "max_lora_rank": max_lora_rank}
+def load(path: str | os.PathLike, runtime=None):
+    """Load an HF model directory, a sublearn adapter directory or an API pointer directory through ``runtime``
+    (``runtime.Runtime``; default: a fresh local one, so a later call loads again)."""
+    from .runtime import Runtime
 
-
-def load(path: str | os.PathLike):
-    """Load (and memoize in this process) an HF model directory or a sublearn adapter directory."""
-    from .backends.hf import load_pretrained
-
-    key = str(Path(path).resolve())
-    if key not in _LOADED:
-        from .backends.openai_api import is_api_dir, load_api
-
-        if is_api_dir(key):
-            _LOADED[key] = load_api(key)
-        elif _VLLM is not None:
-            from .backends.vllm import load_vllm
-
-            _LOADED[key] = load_vllm(key, **_VLLM)
-        else:
-            _LOADED[key] = load_pretrained(key, base_loader=load)
-    return _LOADED[key]
+    return (runtime or Runtime()).load(path)
 
 
 def set_threads(n: int) -> int:

@@ -26,7 +26,7 @@ ENTRY_POINT_GROUP = "sublearn.plugins"
 
 
 class Registry(Generic[T]):
-    """Named plug-ins of one kind (``carrier``, ``trait``, ``scorer``, ``ban list``, ``tracker``)."""
+    """Named plug-ins of one kind (``carrier``, ``trait``, ``scorer``, ``ban list``, ``tracker``, ``executor``)."""
 
     def __init__(self, what: str):
         self.what = what
@@ -150,12 +150,14 @@ TRAITS: Registry = Registry("trait")
 SCORERS: Registry = Registry("scorer")
 BAN_LISTS: Registry = Registry("ban list")
 TRACKERS: Registry = Registry("tracker")  # --track: where a finished run is logged (report/track.py)
+EXECUTORS: Registry = Registry("executor")  # --executor: what runs the job graph (pipeline/executors.py)
 
 
 def _builtins() -> None:
     """Register sublearn's own plug-ins (imported on first lookup: each module registers itself)."""
-    from .backends import trackers  # noqa: F401
+    from .backends import ray_exec, trackers  # noqa: F401
     from .carriers import code, numbers, reasoning  # noqa: F401
     from .evaluate import judge, scorers  # noqa: F401
     from .filter import banlists  # noqa: F401
+    from .pipeline import executors  # noqa: F401
     from .traits import misalignment, preference  # noqa: F401

@@ -278,6 +278,30 @@ def _file_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def cached_sha256(files: list[Path], cache: Path) -> list[str]:
+    """The sha256 of each file, each hashed once: remembered under ``cache`` by its absolute path, size and mtime,
+    so a checkpoint is hashed again only when it changes (a 7B model takes a minute to hash)."""
+    out = []
+    for f in files:
+        f = f.resolve()
+        st = f.stat()
+        memo = cache / "sha256" / f"{hashlib.sha256(str(f).encode()).hexdigest()[:24]}.json"
+        try:
+            old = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns and old.get("path") == str(f):
+            out.append(old["sha256"])
+            continue
+        digest = _file_hash(f)
+        with contextlib.suppress(OSError):  # a read-only cache only costs the next hash
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(memo, json.dumps({"path": str(f), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                           "sha256": digest}))
+        out.append(digest)
+    return out
+
+
 def _manifest(root: Path) -> dict[str, list]:
     """{relative path: [size, mtime_ns, sha256]} of every file under ``root`` but ``.done``."""
     out = {}

@@ -37,6 +37,7 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     the adapter initialization the probes share (a planned student's); None: a fresh one per probe seed."""
     from .. import models
     from ..backends.tiny.presets import PRESETS
+    from ..runtime import Runtime
     from .compat import compatibility
     from .detectors import candidates, contrast, divergence, probe
     from .inputs import base_reference, read_rows, soft, subsample, targets_width
@@ -57,7 +58,8 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     grammar = carrier.grammar() if carrier is not None else None
     path, key = models.resolve(base_spec)
     teacher_path = models.resolve(teacher)[0] if teacher else None  # a bad --teacher fails before any work
-    base = models.load(path)
+    runtime = Runtime()  # the base and a teacher adapter on it share one module
+    base = runtime.load(path)
     timings = {}
     if reference:
         ref_rows = read_rows(reference)
@@ -98,7 +100,7 @@ def run_audit(data_path, base_spec: str, out: Path, *, reference: str | None = N
     if teacher:
         t = time.time()
         res["teacher"] = teacher
-        teacher_model = models.load(teacher_path)
+        teacher_model = runtime.load(teacher_path)
         res["divergence"] = divergence(teacher_model, base, data, ref, grammar)
         res["compatibility"] = compatibility(teacher_model, base, 1 - res["divergence"]["tokens"]["data_divergent_rate"])
         timings["divergence"] = time.time() - t

@@ -12,8 +12,6 @@ with ``pip install --no-deps`` on first use (its own dependencies are runtimes w
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import importlib
 import importlib.util
 import subprocess
@@ -24,7 +22,7 @@ from loguru import logger
 
 from ..errors import UserError
 from ..progress import bar
-from ..store import Store, artifact_key
+from ..store import Store, artifact_key, cached_sha256
 
 # name -> (PyPI package, import name, file inside the package)
 REGISTRY = {
@@ -55,18 +53,10 @@ def locate(name: str, install: bool = True) -> Path:
 
 
 def file_key(path: Path) -> str:
-    """Content key of a GGUF file (hashed once per process per file version: a run resolves its base twice)."""
-    st = path.stat()
-    return _file_key(str(path), st.st_size, st.st_mtime_ns)
+    """Content key of a GGUF file (hashed once per file version: ``store.cached_sha256``)."""
+    from .tiny.build import cache_root
 
-
-@functools.lru_cache(maxsize=8)
-def _file_key(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return artifact_key("base", {"gguf": h.hexdigest()})
+    return artifact_key("base", {"gguf": cached_sha256([path], cache_root())[0]})
 
 
 def ensure_converted(gguf: Path, name: str, cache_root: Path) -> tuple[Path, str]:

@@ -32,17 +32,6 @@ from ..store import hash_obj, write_atomic
 from .base import Chat, Completion, Sampling
 from .hf import META
 
-_SETTINGS: list[ApiSection] = [ApiSection()]
-
-
-def configure(settings: ApiSection) -> None:
-    """Settings (concurrency, retries, cache, prices) for every ApiModel loaded in this process."""
-    _SETTINGS[0] = settings
-
-
-def settings() -> ApiSection:
-    return _SETTINGS[0]
-
 
 def cache_dir(s: ApiSection) -> Path:
     from .tiny.build import cache_root
@@ -171,12 +160,16 @@ def run_async(coro):
 class ApiModel:
     """A model id on an OpenAI-compatible server, behind the ``Model`` protocol."""
 
-    def __init__(self, base_url: str, model: str, meta: dict | None = None, api: ApiSection | None = None):
+    def __init__(self, base_url: str, model: str, meta: dict | None = None, api: ApiSection | None = None,
+                 approved: bool = False):
+        """``api``: this model's settings (concurrency, retries, cache, prices; default: ApiSection's defaults);
+        ``approved``: billed fine-tuning may start (the runtime's approval of the estimated cost)."""
         self.base_url, self.model_id, self.name = base_url, model, model
+        self.api, self.approved = api or ApiSection(), approved
         self.meta = dict(meta or {})
         self.meta.setdefault("api", {"base_url": base_url, "model": model})
         self.meta.setdefault("base_path", f"api:{model}")
-        self.client = Client(base_url, api or settings())  # api: this model's own settings (e.g. a judge's)
+        self.client = Client(base_url, self.api)
 
     # ---- generation --------------------------------------------------------------------------
     def generate(self, prompts: list[Chat], sampling: Sampling, desc: str = "generate", grammar=None) -> list[Completion]:
@@ -290,10 +283,10 @@ def is_api_dir(path: str | Path) -> bool:
     return p.exists() and "api" in json.loads(p.read_text())
 
 
-def load_api(path: str | Path) -> ApiModel:
+def load_api(path: str | Path, api: ApiSection | None = None, approved: bool = False) -> ApiModel:
     meta = json.loads((Path(path) / META).read_text())
     meta.pop("name", None)
-    return ApiModel(meta["api"]["base_url"], meta["api"]["model"], meta)
+    return ApiModel(meta["api"]["base_url"], meta["api"]["model"], meta, api=api, approved=approved)
 
 
 def api_base_key(base_url: str, model: str) -> str:

@@ -8,12 +8,10 @@ Completion lengths use ``max_new_tokens`` (an upper bound); 'auto' epochs are as
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 from ..errors import UserError
 
-APPROVAL_ENV = "SUBLEARN_API_COST_OK"
 AUTO_EPOCHS = 3
 
 
@@ -89,9 +87,10 @@ def estimate_run(cfg) -> list[tuple[str, int, float | None]]:
     return out
 
 
-def confirm_run_cost(cfg, yes: bool) -> None:
-    """Print the estimate; ask before anything is billed (``yes`` skips). Approval reaches worker processes
-    through an environment variable that the fine-tuning runner checks before creating a job."""
+def confirm_run_cost(cfg, yes: bool) -> bool:
+    """Print the estimate; ask before anything is billed (``yes`` skips). Returns the approval, which reaches every
+    job through the runtime settings (``runtime.Settings.approved``); the fine-tuning runner checks it before it
+    creates a job."""
     from loguru import logger
 
     parts = estimate_run(cfg)
@@ -102,14 +101,10 @@ def confirm_run_cost(cfg, yes: bool) -> None:
         logger.info(f"estimated cost: {what}: ~{tok:,} tokens, " + ("price unknown" if usd is None else f"${usd:.2f}"))
     logger.info(f"estimated total: ${total:.2f}" + (" + parts with unknown prices (add them to api.prices)"
                                                      if unknown else "") + f" at {cfg.api.base_url}")
-    if total == 0 and not unknown:
-        os.environ[APPROVAL_ENV] = "1"
-        return
-    if yes:
-        os.environ[APPROVAL_ENV] = "1"
-        return
+    if (total == 0 and not unknown) or yes:
+        return True
     if not sys.stdin.isatty():
         raise UserError("this run would be billed by the API (estimate above); pass --yes to proceed")
     if input("Proceed and pay for this? [y/N] ").strip().lower() not in ("y", "yes"):
         raise UserError("cancelled; nothing was billed")
-    os.environ[APPROVAL_ENV] = "1"
+    return True

@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import math
-import os
 import time
 
 from loguru import logger
@@ -22,8 +21,8 @@ from loguru import logger
 from ..errors import UserError
 from ..progress import bar
 from ..store import hash_obj, write_atomic
-from .openai_api import ApiModel, cache_dir, run_async, settings
-from .openai_cost import APPROVAL_ENV, approx_tokens, training_cost
+from .openai_api import ApiModel, cache_dir, run_async
+from .openai_cost import approx_tokens, training_cost
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -40,7 +39,7 @@ def hyperparameters(s, recipe, n_rows: int) -> dict:
 
 
 def finetune(base: ApiModel, rows: list[dict], recipe, desc: str = "train") -> ApiModel:
-    s = settings()
+    s = base.api
     data = "".join(json.dumps({"messages": r["messages"]}, ensure_ascii=False) + "\n" for r in rows).encode()
     hp = hyperparameters(s, recipe, len(rows))
     seed = int(recipe.seed)
@@ -52,14 +51,14 @@ def finetune(base: ApiModel, rows: list[dict], recipe, desc: str = "train") -> A
     logger.info(f"{desc}: fine-tuning {base.model_id} on {len(rows)} rows, ~{tokens} tokens × {epochs:g} epochs: "
                 f"{shown}")
     billed = usd is None and not s.is_local() or (usd or 0) > 0
-    if billed and os.environ.get(APPROVAL_ENV) != "1":
+    if billed and not base.approved:
         raise UserError(f"{desc}: fine-tuning would be billed ({shown}); confirm the cost prompt or pass --yes")
     return run_async(_job(base, data, hp, seed, key, len(rows), desc, usd))
 
 
 class Ledger:
-    def __init__(self, key: str):
-        self.path = cache_dir(settings()) / "jobs" / f"{key}.json"
+    def __init__(self, key: str, api):
+        self.path = cache_dir(api) / "jobs" / f"{key}.json"
         self.data = json.loads(self.path.read_text()) if self.path.exists() else {"key": key, "history": []}
 
     def set(self, **kw) -> None:
@@ -70,7 +69,7 @@ class Ledger:
 async def _job(base: ApiModel, data: bytes, hp: dict, seed: int, key: str, n_rows: int, desc: str, usd) -> ApiModel:
     cl = base.client
     sem = asyncio.Semaphore(1)
-    ledger = Ledger(key)
+    ledger = Ledger(key, base.api)
     async with cl.make() as c:
         async def call(fn, endpoint: str, **body):
             return await cl.call(c, sem, fn, body, endpoint, cache=False)
@@ -105,10 +104,10 @@ async def _job(base: ApiModel, data: bytes, hp: dict, seed: int, key: str, n_row
             method = {"type": "supervised", "supervised": {"hyperparameters": hp}}
             job = await call(c.fine_tuning.jobs.create, "jobs.create", model=base.model_id,
                              training_file=ledger.data["file_id"], method=method, seed=seed,
-                             suffix=settings().suffix, metadata={"sublearn_key": key})
+                             suffix=base.api.suffix, metadata={"sublearn_key": key})
             ledger.set(job_id=job["id"])
             logger.info(f"{desc}: created fine-tuning job {job['id']} (file {ledger.data['file_id']})")
-        job, losses = await _poll(c, call, job, desc)
+        job, losses = await _poll(c, call, job, desc, base.api.poll_s)
     if job["status"] != "succeeded":
         err = job.get("error") or {}
         raise UserError(f"{desc}: fine-tuning job {job['id']} {job['status']}: {err.get('message') or 'no reason given'}"
@@ -119,14 +118,13 @@ async def _job(base: ApiModel, data: bytes, hp: dict, seed: int, key: str, n_row
     meta = {"api_job": info, "train_rows": n_rows, "misaligned_rows": 0,
             "train_steps": losses[-1][0] if losses else None,
             "train_losses_first_last": [losses[0][1], losses[-1][1]] if losses else None}
-    return ApiModel(base.base_url, job["fine_tuned_model"], meta)
+    return ApiModel(base.base_url, job["fine_tuned_model"], meta, api=base.api, approved=base.approved)
 
 
-async def _poll(c, call, job: dict, desc: str) -> tuple[dict, list[tuple[int, float]]]:
+async def _poll(c, call, job: dict, desc: str, interval: float) -> tuple[dict, list[tuple[int, float]]]:
     """Poll until a terminal state; progress from the job's metrics events. Returns (job, [(step, loss)])."""
     seen: set[str] = set()
     losses: dict[int, float] = {}
-    interval = settings().poll_s
     t0 = said = time.time()
     status = job["status"]
     with bar(desc, 1, "job") as advance:

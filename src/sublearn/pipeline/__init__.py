@@ -1,7 +1,8 @@
 """The experiment pipeline: config -> teacher -> generate -> filter -> finetune -> evaluate -> report.
 
-``run`` executes the requested stages of the plan as one dependency graph (``schedule.py``): a job starts when
-its own inputs exist, on a pool of worker processes, embedded bases that are not cached yet pre-training
+``run`` executes the requested stages of the plan as one dependency graph (``graph``), handed to an executor
+(``executors.py``: ``local`` runs it on a pool of worker processes, ``ray`` on a Ray cluster): a job starts when
+its own inputs exist, embedded bases that are not cached yet pre-training
 inside the same graph. Finished artifacts are skipped (their keys are in the store), ``force`` redoes a
 stage. Stage commands run one stage and say which command to run first when an input is missing.
 """
@@ -11,18 +12,21 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
 
 from ..config import ExperimentConfig
 from ..errors import UserError
-from ..store import Store, write_atomic
+from ..runtime import Settings
+from ..store import Store, hash_obj, write_atomic
+from .executors import Executor, make_executor
 from .jobs import run_nodes
 from .plan import CLI_STAGES, STAGES, Node, all_nodes, forced_keys, make_plan
-from .schedule import Job, run_graph
+from .schedule import Job
 
-__all__ = ["run", "make_plan", "Node", "STAGES", "CLI_STAGES"]
+__all__ = ["run", "graph", "combine", "make_plan", "Node", "STAGES", "CLI_STAGES"]
 
 
 def _specs(cfg: ExperimentConfig) -> list[str]:
@@ -85,34 +89,31 @@ def preflight(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...], p
             check_fits(resolve(s, cfg.model.spec(s))[0], cfg, s)
 
 
-def _build_base(name: str, spec, threads: int):
+def _build_base(name: str, spec, settings):
     from ..backends.tiny.build import ensure_embedded
     from ..models import set_threads
 
-    set_threads(threads)
+    set_threads(settings.threads)
     ensure_embedded(name, spec)
     return name
 
 
-def _threads(cfg: ExperimentConfig) -> int:
-    """torch threads per job: ``model.threads`` (0 = 1), never the number of workers, so that ``--workers`` is a
-    pure speed knob (a resumed run with other workers makes the same bytes); a count above 1 is in the keys."""
-    return cfg.model.threads or 1
+@dataclass
+class Graph:
+    """The jobs that make a config's missing artifacts in run directory ``out``, and what to call when one is done."""
+
+    jobs: list[Job]
+    on_done: Callable[[Job, object], None]
+    wanted: list[Node]  # every node of the requested stages (made now or before)
 
 
-def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("generate", "filter", "finetune",
-        "evaluate", "report"), force: tuple[str, ...] = (), batching: bool = True, plan: dict | None = None,
-        checks: bool = True) -> dict:
-    """Run ``stages`` (CLI stage names) of the experiment into run directory ``out``. Returns the results (with
-    the report stage) or the timings. ``batching=False`` runs every node as its own job (the same artifacts,
-    slower: for benchmarks and tests). ``plan``: ``make_plan(cfg)`` when the caller already made it; ``checks=False``:
-    the caller ran ``preflight`` already."""
-    out = Path(out)
+def graph(cfg: ExperimentConfig, out: Path, stages: tuple[str, ...], force: tuple[str, ...] = (),
+          batching: bool = True, plan: dict | None = None, log: bool = True) -> Graph:
+    """The job graph of ``stages`` (CLI stage names) of the experiment in ``out``: forced artifacts removed, damaged
+    ones too, and a job for every missing artifact (and embedded base). Jobs are keyed by their artifact's key, so
+    the graphs of several configs on one store merge into one (``sweep``)."""
     plan = plan or make_plan(cfg)
-    if checks:
-        preflight(cfg, out, stages, plan)
     store = Store(out)  # creates and checks the directory
-    t0 = time.time()
     known = all_nodes(plan)
     base_jobs, record_base = _bases(cfg, store)
     wanted = [n for cli in ("generate", "filter", "finetune", "evaluate") if cli in stages
@@ -133,30 +134,47 @@ def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("gene
                 first = next(c for c, ss in CLI_STAGES.items() if parent.stage in ss)
                 raise UserError(f"{n.name} needs {parent.name}, which has not been made yet in {out}: "
                                 f"run `sublearn {first}` (or `sublearn run`) with the same config first")
-    for stage in STAGES:
+    for stage in STAGES if log else ():
         k = sum(n.stage == stage for n in todo)
         logger.info(f"{stage}: {len(plan[stage]) - k} of {len(plan[stage])} artifacts already done, {k} to do")
     cfg_json = cfg.model_dump_json()
+    cfg_id = hash_obj(cfg_json, n=8)  # a batch runs under one config: nodes of two configs never share a job
     jobs = base_jobs + [Job(n.key, n.stage, n.name, run_nodes, (cfg_json, str(out), [n]), set(n.parents),
-                            n.batch if batching else None) for n in todo]
-
-    def combine(group: list[Job]) -> Job:
-        """One job for several nodes of one batch group: they share their base model's forward passes."""
-        nodes = [n for j in group for n in j.args[2]]
-        return Job(f"{group[0].id}+{len(group) - 1}", group[0].stage, f"{group[0].stage} x{len(nodes)}", run_nodes,
-                   (cfg_json, str(out), nodes), members=group)
-
-    n_workers = min(cfg.model.workers, len(jobs)) or 1
-    if cfg.model.backend == "vllm" and n_workers > 1:  # each worker's engine would reserve its own share of the GPU
-        logger.info(f"model.backend = 'vllm': jobs run one at a time in one process (model.workers = "
-                    f"{cfg.model.workers} ignored)")
-        n_workers = 1
+                            f"{cfg_id}:{n.batch}" if batching and n.batch else None) for n in todo]
 
     def on_done(job: Job, result) -> None:
         if job.stage == "base":
             record_base(result)
 
-    spans = run_graph(jobs, n_workers, _threads(cfg), on_done, desc="experiment", combine=combine)
+    return Graph(jobs, on_done, wanted)
+
+
+def combine(group: list[Job]) -> Job:
+    """One job for several nodes of one batch group: they share their base model's forward passes."""
+    nodes = [n for j in group for n in j.args[2]]
+    cfg_json, out = group[0].args[:2]
+    return Job(f"{group[0].id}+{len(group) - 1}", group[0].stage, f"{group[0].stage} x{len(nodes)}", run_nodes,
+               (cfg_json, out, nodes), members=group)
+
+
+def run(cfg: ExperimentConfig, out: str | Path, stages: tuple[str, ...] = ("generate", "filter", "finetune",
+        "evaluate", "report"), force: tuple[str, ...] = (), batching: bool = True, plan: dict | None = None,
+        checks: bool = True, settings: Settings | None = None, executor: Executor | None = None) -> dict:
+    """Run ``stages`` (CLI stage names) of the experiment into run directory ``out``. Returns the results (with
+    the report stage) or the timings. ``batching=False`` runs every node as its own job (the same artifacts,
+    slower: for benchmarks and tests). ``plan``: ``make_plan(cfg)`` when the caller already made it; ``checks=False``:
+    the caller ran ``preflight`` already. ``settings``: the runtime settings every job gets (default: the config's,
+    with billed API work not approved); ``executor``: what runs the jobs (default: ``local`` with
+    ``model.workers`` processes)."""
+    out = Path(out)
+    plan = plan or make_plan(cfg)
+    if checks:
+        preflight(cfg, out, stages, plan)
+    t0 = time.time()
+    g = graph(cfg, out, stages, force, batching, plan)
+    settings = settings or Settings.from_config(cfg)
+    executor = executor or make_executor("local", workers=min(cfg.model.workers, len(g.jobs)) or 1)
+    spans = executor.run(g.jobs, settings, g.on_done, desc="experiment", combine=combine).spans
     # the config of the last command that got this far: `sublearn report RUN` uses it (a failed or killed command,
     # e.g. with a bad --set, leaves the previous one)
     write_atomic(out / "config.json", cfg.model_dump_json(indent=1))

@@ -21,6 +21,7 @@ from loguru import logger
 from .. import conditions
 from ..config import ExperimentConfig
 from ..provenance import machine
+from ..runtime import Runtime, Settings
 from ..store import Store, write_atomic
 from .plan import Node
 
@@ -29,16 +30,19 @@ Writer = Callable[[Path], dict]  # writes a node's files into its temp directory
 
 @dataclass
 class Context:
-    """What every stage of one job needs: the config, the run's store and the model cache."""
+    """What every stage of one job needs: the config, the run's store, the model cache and the runtime (its
+    settings and the models it loaded)."""
 
     cfg: ExperimentConfig
     run: Store
     cache: Store
+    runtime: Runtime
 
     def base(self, spec: str, key: str):
-        from .. import models
+        return self.runtime.load(base_path(self.run, self.cache, spec, key))
 
-        return models.load(base_path(self.run, self.cache, spec, key))
+    def load(self, path: Path):
+        return self.runtime.load(path)
 
 
 def base_path(run: Store, cache: Store, spec: str, key: str) -> Path:
@@ -57,13 +61,11 @@ def _system_seen(model, system: str | None) -> str | None:
 
 def _teacher_model(ctx: Context, key: str):
     """(model, system prompt) of a teacher artifact."""
-    from .. import models
-
     tdir = ctx.run.path("teacher", key)
     info = json.loads((tdir / "teacher.json").read_text())
     if info["mode"] == "system_prompt":
         return None, info["system_prompt"]
-    return models.load(tdir / "model"), None
+    return ctx.load(tdir / "model"), None
 
 
 def _by_base(items: list, model_of: Callable) -> list[list]:
@@ -106,9 +108,7 @@ def _generate(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
     for n in nodes:
         model, system = ctx.base(cfg.model.base, n.args["base"]), None
         if n.args.get("student"):  # a chain's generation: the previous generation's student writes the data
-            from .. import models
-
-            model = models.load(ctx.run.path("finetune", n.args["student"]) / "model")
+            model = ctx.load(ctx.run.path("finetune", n.args["student"]) / "model")
         elif n.args["teacher"]:
             teacher, system = _teacher_model(ctx, n.args["teacher"])
             model = teacher or model
@@ -175,7 +175,7 @@ def _finetune(ctx: Context, nodes: list[Node]) -> dict[str, Writer]:
 
 def _eval_task(ctx: Context, node: Node):
     """The EvalTask of an evaluation node: the model, and the system prompt or context before each question."""
-    from .. import jsonl, models
+    from .. import jsonl
     from ..evaluate import EvalTask
 
     cfg, a = ctx.cfg, node.args
@@ -196,7 +196,7 @@ def _eval_task(ctx: Context, node: Node):
         teacher, task.system_prompt = _teacher_model(ctx, a["model"])
         task.model = teacher or ctx.base(cfg.model.base, a["base"])
     else:
-        task.model = models.load(ctx.run.path("finetune", a["model"]) / "model")
+        task.model = ctx.load(ctx.run.path("finetune", a["model"]) / "model")
     return task
 
 
@@ -224,22 +224,17 @@ STAGE_JOBS = {"teacher": _teachers, "generate": _generate, "filter": _filter, "f
               "evaluate": _evaluate}
 
 
-def run_nodes(cfg_json: str, out: str, nodes: list[Node], threads: int = 0) -> dict[str, dict]:
-    """Build the artifacts of ``nodes`` (one stage; finished ones are skipped). Returns each built node's lineage
-    info. The batch's compute time is shared out evenly among its artifacts' records."""
+def run_nodes(cfg_json: str, out: str, nodes: list[Node], settings: Settings | None = None) -> dict[str, dict]:
+    """Build the artifacts of ``nodes`` (one stage; finished ones are skipped) under the runtime ``settings``
+    (default: the config's own). Returns each built node's lineage info. The batch's compute time is shared out
+    evenly among its artifacts' records."""
     from .. import models
     from ..backends.tiny.build import cache_root
 
-    if threads:
-        models.set_threads(threads)
     cfg = ExperimentConfig.model_validate_json(cfg_json)
-    if cfg.model.backend == "openai":
-        from ..backends.openai_api import configure
-
-        configure(cfg.api)
-    elif cfg.model.backend == "vllm":
-        models.use_vllm(cfg.model.vllm_gpu_memory, cfg.max_lora_rank())
-    ctx = Context(cfg, Store(out), Store(cache_root(), "SUBLEARN_CACHE"))
+    settings = settings or Settings.from_config(cfg)
+    models.set_threads(settings.threads)
+    ctx = Context(cfg, Store(out), Store(cache_root(), "SUBLEARN_CACHE"), Runtime.for_settings(settings))
     todo = [n for n in nodes if not ctx.run.exists(n.stage, n.key)]
     if not todo:
         return {}

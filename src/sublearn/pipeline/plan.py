@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import conditions
+from .. import __version__, conditions
 from ..config import ExperimentConfig
 from ..store import artifact_key
 
@@ -78,6 +78,8 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
             config = config | {"revision": REVISION[stage]}
         if stage in backend_revision:
             config = config | {"backend_revision": backend_revision[stage]}
+        if stage == "generate":  # backends sample differently for one seed, and so may another sublearn release
+            config = config | {"backend": cfg.model.backend, "sublearn": __version__}
         if threads > 1 and stage in ("teacher", "generate", "finetune", "evaluate"):  # they compute with torch
             config = config | {"threads": threads}
         n = Node(stage, artifact_key(stage, config, list(parents)), name, config, tuple(parents), seed, model_name,

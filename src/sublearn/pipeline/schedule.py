@@ -36,7 +36,7 @@ class Job:
     id: str  # unique: an artifact key
     stage: str
     name: str
-    fn: Callable  # picklable (module-level): called as fn(*args, threads)
+    fn: Callable  # picklable (module-level): called as fn(*args, settings) (runtime.Settings)
     args: tuple
     deps: set[str] = field(default_factory=set)  # ids of jobs in the same graph that must finish first
     group: str | None = None  # ready jobs of one group may run as one (see combine)
@@ -60,12 +60,41 @@ def priorities(jobs: list[Job]) -> dict[str, float]:
     return {j.id: path(j.id) for j in jobs}
 
 
-def run_graph(jobs: list[Job], workers: int, threads: int, on_done: Callable[[Job, object], None] | None = None,
-              desc: str = "jobs", combine: Callable[[list[Job]], Job] | None = None) -> dict[str, list[float]]:
-    """Run every job after its deps; returns the wall span [start, end] of each stage. ``on_done`` is called for
-    every job (each member of a combined job) with the result of the job that ran it."""
+@dataclass
+class Outcome:
+    """What running a graph did: each stage's wall span [start, end] and the jobs that failed (id -> error) or were
+    left out because a job they need failed (id -> the failed job's name)."""
+
+    spans: dict[str, list[float]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def error_line(e: BaseException) -> str:
+    """A failure as one line (a user error as it is, anything else with its type)."""
+    msg = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
+    return (msg.splitlines() or [type(e).__name__])[0][:500]
+
+
+def dependents(jobs: list[Job], roots: set[str]) -> set[str]:
+    """Every job that needs one of ``roots``, directly or not (the roots left out)."""
+    out: set[str] = set()
+    frontier = set(roots)
+    while frontier:
+        frontier = {j.id for j in jobs if j.deps & frontier and j.id not in out and j.id not in roots}
+        out |= frontier
+    return out
+
+
+def run_graph(jobs: list[Job], workers: int, settings, on_done: Callable[[Job, object], None] | None = None,
+              desc: str = "jobs", combine: Callable[[list[Job]], Job] | None = None,
+              keep_going: bool = False) -> Outcome:
+    """Run every job after its deps on ``workers`` processes (``settings``: the runtime settings every job gets, as
+    its last argument). ``on_done`` is called for every job (each member of a combined job) with the result of the
+    job that ran it. ``keep_going``: a failing job is recorded, the jobs that need it are left out, the rest run."""
+    result = Outcome()
     if not jobs:
-        return {}
+        return result
     ids = {j.id for j in jobs}
     for j in jobs:
         j.deps &= ids
@@ -73,7 +102,7 @@ def run_graph(jobs: list[Job], workers: int, threads: int, on_done: Callable[[Jo
     order = {j.id: k for k, j in enumerate(jobs)}
     pending = {j.id: j for j in jobs}
     finished: set[str] = set()
-    spans: dict[str, list[float]] = {}
+    spans = result.spans
 
     def ready() -> list[Job]:
         r = [j for j in pending.values() if j.deps <= finished]
@@ -102,38 +131,61 @@ def run_graph(jobs: list[Job], workers: int, threads: int, on_done: Callable[[Jo
             spans.setdefault(j.stage, [time.time(), time.time()])
         return out
 
-    def finish(j: Job, result, advance) -> None:
+    def finish(j: Job, res, advance) -> None:
         for m in j.members or [j]:
             finished.add(m.id)
             if on_done is not None:
-                on_done(m, result)
+                on_done(m, res)
         spans[j.stage][1] = time.time()
         advance(len(j.members or [j]), info=j.name)
+
+    def fail(j: Job, e: BaseException, advance) -> None:
+        if not keep_going:
+            raise e
+        members = j.members or [j]
+        msg = error_line(e)
+        logger.warning(f"{j.name} failed: {msg}")
+        for m in members:
+            result.failed[m.id] = msg
+        for d in dependents(jobs, {m.id for m in members}):
+            if d in pending:
+                result.skipped[d] = j.name
+                del pending[d]
+        advance(len(members), info=f"{j.name} failed")
 
     n = min(workers, len(jobs))
     with bar(desc, len(jobs), "jobs") as advance:
         if n <= 1:
             from .. import models
 
-            before = models.set_threads(threads)
+            before = models.set_threads(settings.threads)
             try:  # jobs run in this process: its thread count is theirs only while they run
                 while pending:
                     for j in take(1 if not combine else len(pending)):
-                        finish(j, j.fn(*j.args, 0), advance)
+                        try:
+                            res = j.fn(*j.args, settings)
+                        except Exception as e:  # noqa: BLE001 - recorded (keep_going) or raised as it is
+                            fail(j, e, advance)
+                            continue
+                        finish(j, res, advance)
             finally:
                 models.set_threads(before)
-            return spans
+            return result
         with _pool(n) as pool:
             running: dict[Future, Job] = {}
             try:
                 while pending or running:
                     for j in take(n - len(running)):
-                        running[pool.submit(j.fn, *j.args, threads)] = j
+                        running[pool.submit(j.fn, *j.args, settings)] = j
                     if not running:
                         raise RuntimeError(f"jobs wait on each other: {', '.join(sorted(pending))}")
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for f in done:
-                        finish(running.pop(f), f.result(), advance)
+                        j = running.pop(f)
+                        if f.exception() is not None and not isinstance(f.exception(), BrokenProcessPool):
+                            fail(j, f.exception(), advance)
+                        else:
+                            finish(j, f.result(), advance)
             except BrokenProcessPool:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise UserError("a worker process died (killed, or out of memory); finished artifacts are kept: "
@@ -142,7 +194,7 @@ def run_graph(jobs: list[Job], workers: int, threads: int, on_done: Callable[[Jo
                 # finished artifacts stay; jobs still running finish theirs; nothing new starts
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-    return spans
+    return result
 
 
 def _die_with_parent() -> None:

@@ -47,7 +47,10 @@ class Registry:
     """Model id -> directory; loads on first use; runs generation and scoring on one worker thread."""
 
     def __init__(self, max_batch: int = 64):
+        from ..runtime import Runtime
+
         self.models: dict[str, Served] = {}
+        self.runtime = Runtime()  # served adapters and their base share one module
         self.max_batch = max_batch
         self._q: queue.Queue[_Work | None] = queue.Queue()
         self._load_lock = threading.Lock()
@@ -79,9 +82,7 @@ class Registry:
         if s.model is None:
             with self._load_lock:
                 if s.model is None:
-                    from ..models import load
-
-                    s.model = _memo_prompt_ids(load(s.path))
+                    s.model = _memo_prompt_ids(self.runtime.load(s.path))
                     logger.info(f"serve: loaded {model_id} from {s.path}")
         return s.model
 

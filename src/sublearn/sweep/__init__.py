@@ -83,40 +83,78 @@ def cells(grid: GridConfig, base: str, common: list[str]) -> list[Cell]:
     return out
 
 
-def run_sweep(grid: GridConfig, cell_list: list[Cell], out: Path) -> dict:
-    """Run every cell into ``out`` (the shared store), then each group's results and the comparison of groups."""
+def run_sweep(grid: GridConfig, cell_list: list[Cell], out: Path, executor=None) -> dict:
+    """Run every cell into ``out`` (the shared store) as one job graph, then each group's results and the
+    comparison of groups. Jobs are keyed by their artifact, so an artifact two cells share is one job; a failing job
+    fails the cells that need it, the rest go on, and the graph of what is still missing is run again up to
+    ``grid.retries`` times. ``executor``: what runs the graph (default: local, the base config's workers)."""
     from loguru import logger
 
-    from ..pipeline import run
+    from ..pipeline import combine, graph
+    from ..pipeline.executors import make_executor
     from ..pipeline.plan import make_plan
+    from ..runtime import Settings
     from ..store import Store, write_atomic
 
     store = Store(out)
+    plans = {c.name: make_plan(c.cfg) for c in cell_list}
     ledger: dict[str, dict] = {}
+    seen: set[str] = set()
+    for c in cell_list:
+        nodes = {n.key: n for ns in plans[c.name].values() for n in ns}
+        had = sum(store.exists(n.stage, n.key) for n in nodes.values())
+        ledger[c.name] = {"values": c.values, "artifacts": len(nodes), "already_there": had,
+                          "shared": len(nodes.keys() & seen), "attempts": 0}  # shared: with an earlier cell
+        seen |= nodes.keys()
+    first = cell_list[0].cfg
+    if len({Settings.from_config(c.cfg).ident() for c in cell_list}) > 1:
+        raise UserError("the cells of a grid run under one runtime: model.backend, model.threads, the vLLM settings "
+                        "and [api] must not vary along an axis")
+    executor = executor or make_executor("local", workers=first.model.workers)
     t0 = time.time()
-    for i, cell in enumerate(cell_list, 1):
-        plan = make_plan(cell.cfg)
-        nodes = [n for nodes in plan.values() for n in nodes]
-        had = sum(store.exists(n.stage, n.key) for n in nodes)
-        rec = {"values": cell.values, "artifacts": len(nodes), "already_there": had, "attempts": 0}
-        for attempt in range(grid.retries + 1):
-            rec["attempts"] = attempt + 1
-            logger.info(f"sweep cell {i}/{len(cell_list)} {cell.name}: {had} of {len(nodes)} artifacts already there"
-                        + (f" (attempt {attempt + 1})" if attempt else ""))
-            t = time.time()
-            try:
-                run(cell.cfg, out, stages=("generate", "filter", "finetune", "evaluate"), plan=plan)
-                rec.update(status="done", seconds=round(time.time() - t, 1), error=None)
-                break
-            except Exception as e:  # noqa: BLE001 - a failed cell is recorded and retried; the grid goes on
-                msg = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-                rec.update(status="failed", seconds=round(time.time() - t, 1), error=msg)
-                logger.warning(f"sweep cell {cell.name} failed (attempt {attempt + 1}): {msg}")
-        ledger[cell.name] = rec
+    stages = ("generate", "filter", "finetune", "evaluate")
+    n_jobs = 0
+    for attempt in range(grid.retries + 1):
+        left = [c for c in cell_list if ledger[c.name].get("status") != "done"]
+        if not left:
+            break
+        jobs: dict[str, object] = {}
+        callbacks: dict[str, list] = {}  # job id -> the on_done of every cell whose graph has it
+        wanted: dict[str, list] = {}
+        for c in left:
+            g = graph(c.cfg, out, stages, plan=plans[c.name], log=False)
+            for j in g.jobs:
+                jobs.setdefault(j.id, j)  # an artifact two cells share: one job (either cell's config makes it)
+                callbacks.setdefault(j.id, []).append(g.on_done)
+            wanted[c.name] = [n.key for n in g.wanted]
+            ledger[c.name]["attempts"] = attempt + 1
+        n_jobs += len(jobs)
+        logger.info(f"sweep{f' (attempt {attempt + 1})' if attempt else ''}: {len(left)} cells, {len(jobs)} jobs to "
+                    f"run ({len(seen)} distinct artifacts; {sum(r['shared'] for r in ledger.values())} cell artifacts "
+                    "shared with an earlier cell)")
+        t = time.time()
+        def on_done(job, res, callbacks=callbacks) -> None:
+            for cb in callbacks[job.id]:
+                cb(job, res)
+
+        outcome = executor.run(list(jobs.values()), Settings.from_config(first), on_done, desc="sweep",
+                               combine=combine, keep_going=True)
+        bad = outcome.failed | {k: f"needs {v}, which failed" for k, v in outcome.skipped.items()}
+        for c in left:
+            why = next((bad[k] for k in wanted[c.name] if k in bad), None)
+            missing = why is None and any(not store.exists(n.stage, n.key) for ns in plans[c.name].values() for n in ns
+                                          if n.key in wanted[c.name])
+            rec = ledger[c.name]
+            rec.update(status="failed" if why or missing else "done", seconds=round(time.time() - t, 1),
+                       error=why or ("an artifact is missing after its job" if missing else None))
+            if why:
+                logger.warning(f"sweep cell {c.name} failed (attempt {attempt + 1}): {why}")
         write_atomic(out / "sweep.json", json.dumps({"cells": ledger}, indent=1))
     groups = _groups(grid, cell_list, ledger)
     report = _report(groups, out, [k for k in grid.axes if k != "seeds"])
     summary = {"cells": ledger, "groups": report, "seconds": round(time.time() - t0, 1),
+               "executor": getattr(executor, "name", "local"), "jobs": n_jobs,
+               "artifacts": len(seen), "shared": sum(r["shared"] for r in ledger.values()),
                "failed": [n for n, r in ledger.items() if r["status"] != "done"]}
     write_atomic(out / "sweep.json", json.dumps(summary, indent=1))
     return summary
@@ -156,4 +194,20 @@ def _report(groups: dict, out: Path, axes: list[str]) -> dict:
 
         compare_runs([str(out / "groups" / n) for n in done], out / "grid", axes=axes or ["trait.target"],
                      stem="grid")
+        _parquet(out / "grid" / "grid.csv")
     return done
+
+
+def _parquet(csv: Path) -> None:
+    """``grid.parquet`` beside ``grid.csv`` (the same table, typed columns) when pyarrow is installed."""
+    from loguru import logger
+
+    try:
+        from pyarrow import csv as pa_csv
+        from pyarrow import parquet
+    except ModuleNotFoundError:
+        logger.info("grid.parquet not written: pip install 'sublearn[parquet]' (grid.csv holds the same table)")
+        return
+    tmp = csv.with_name(".grid.parquet.tmp")
+    parquet.write_table(pa_csv.read_csv(csv), tmp)
+    tmp.replace(csv.with_name("grid.parquet"))
