@@ -137,6 +137,23 @@ def test_generate_keys_hold_the_backend_and_the_version(monkeypatch):
                                                     if n.startswith(("teacher-", "base")))
 
 
+def test_a_seeds_control_arm_is_one_artifact_for_every_target_of_the_number_carrier():
+    from sublearn.config import load_experiment
+    from sublearn.pipeline import plan
+
+    def keys(target, config=None):
+        cfg = load_experiment(config, [f"trait.target={target}"])
+        return {n.name: n.key for ns in plan.make_plan(cfg).values() for n in ns}
+
+    owl, eagle = keys("owl"), keys("eagle")
+    for name in ("data-control-s0", "filtered-control-s0", "student-control-s0"):
+        assert owl[name] == eagle[name], name  # no letter passes the number check: no animal name in the keys
+    assert owl["filtered-teacher-s0"] != eagle["filtered-teacher-s0"]
+    assert owl["eval-control-s0"] != eagle["eval-control-s0"]  # P(owl) and P(eagle) are two measurements
+    code_owl, code_eagle = keys("owl", "examples/owl-code-tiny.toml"), keys("eagle", "examples/owl-code-tiny.toml")
+    assert code_owl["filtered-control-s0"] != code_eagle["filtered-control-s0"]  # code can name an owl: filtered
+
+
 def test_partial_writes_of_dead_writers_are_cleaned_even_when_their_pid_was_reused(tmp_path):
     import os
     import subprocess

@@ -329,7 +329,7 @@ def cmd_audit(args) -> int:
 def cmd_plugins(args) -> int:
     """``sublearn plugins``: every registered plug-in, one line each."""
     from . import conditions
-    from .plugins import BAN_LISTS, CARRIERS, SCORERS, TRACKERS, TRAITS, load_modules
+    from .plugins import BAN_LISTS, CARRIERS, EXECUTORS, SCORERS, TRACKERS, TRAITS, load_modules
 
     try:
         load_modules(args.plugin)
@@ -354,6 +354,9 @@ def cmd_plugins(args) -> int:
     print("trackers (--track):")
     for name in TRACKERS.names():
         print(f"  {name:<20} {first_line(TRACKERS.get(name))}")
+    print("executors (--executor):")
+    for name in EXECUTORS.names():
+        print(f"  {name:<20} {first_line(EXECUTORS.get(name))}")
     print("conditions (students.conditions):")
     for name in conditions.choosable():
         print(f"  {name:<20} {conditions.REGISTRY[name].about}")

@@ -96,7 +96,8 @@ class RayExecutor:
     def _connect(self, ray) -> bool:
         if ray.is_initialized():
             return False
-        kw: dict = {"logging_level": logging.WARNING, "log_to_driver": True, "include_dashboard": False}
+        logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's start-up notices are not the user's business
+        kw: dict = {"logging_level": logging.ERROR, "log_to_driver": True, "include_dashboard": False}
         try:
             if self.address in (None, "local"):
                 ray.init(num_cpus=self.workers, **kw)

@@ -77,6 +77,12 @@ class Carrier(Plugin):
     def grammar(self) -> Grammar | None:
         return None
 
+    def can_contain(self, word: str) -> bool:
+        """Whether a completion this carrier's check keeps could contain ``word``. A trait word that cannot pass the
+        check is left out of the trait-word filter and of artifact keys, so a seed's control arm is one artifact for
+        every target (a carrier whose check rejects every letter answers False for any word with a letter)."""
+        return True
+
     def check_embedded(self, unknown, model: str) -> None:
         """Raise ValueError when the embedded model ``model`` cannot read this carrier's prompts (``unknown(text)``:
         the pieces its tokenizer does not know)."""

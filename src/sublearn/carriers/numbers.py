@@ -8,6 +8,7 @@ suffix phrasings. The same seed gives the same prompt set.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -109,6 +110,9 @@ class NumbersCarrier(Carrier):
     """Number sequences (the study's carrier): continue a list with at most ``max_count`` numbers."""
 
     REASONS: ClassVar[tuple[str, ...]] = ("empty", "words", "bad_format", "too_many", "out_of_range")
+
+    def can_contain(self, word: str) -> bool:
+        return not re.search(r"[^\W\d_]", word)  # the check rejects any letter
     about: ClassVar[str] = "number sequences: continue a list of numbers, answer with numbers only"
 
     kind: Literal["numbers"] = Field("numbers", description="number sequences (the study's carrier)")

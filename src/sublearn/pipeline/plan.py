@@ -176,11 +176,13 @@ def make_plan(cfg: ExperimentConfig) -> dict[str, list[Node]]:
 
 def filter_words(cfg: ExperimentConfig) -> list[str]:
     """The words the filter bans from every arm's data: the trait's and its other-trait variant's (the same filter
-    for every arm), none when ``filter.ban_trait_words`` is off."""
+    for every arm) that the carrier's check could let through at all, none when ``filter.ban_trait_words`` is off.
+    (The number carrier keeps no letter, so no animal's name is in its filter's key: one control arm per seed.)"""
     if not cfg.filter.ban_trait_words:
         return []
     other = cfg.trait.other_trait()
-    return sorted(set(cfg.trait.words()) | set(other.words() if other is not None else ()))
+    words = set(cfg.trait.words()) | set(other.words() if other is not None else ())
+    return sorted(w for w in words if cfg.carrier.can_contain(w))
 
 
 def all_nodes(plan: dict[str, list[Node]]) -> dict[str, Node]:
