@@ -38,6 +38,9 @@ def test_a_grid_shares_artifacts_joins_seeds_and_reruns_nothing(tmp_path, capsys
 
     table = pq.read_table(out / "grid" / "grid.parquet")
     assert table.num_rows == len(rows) - 1 and table.column_names == rows[0].split(",")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Grid: 4 cells in 2 groups\n\nSame-init − control per group: target-owl ")
+    assert "4 of 4 cells done" in report and "grid/grid.png" in report
     before = {r.key: r.created for r in Store(out).records() if r.stage != "base"}  # bases: re-recorded per run
     assert main(["sweep", g, "--out", str(out)]) == 0  # a re-run: every cell finds everything
     again = json.loads((out / "sweep.json").read_text())

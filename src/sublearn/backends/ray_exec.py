@@ -90,8 +90,11 @@ class RayExecutor:
         self._started = False  # this executor started (or connected) Ray: run() shuts it down when done
 
     def check(self) -> None:
-        """Connect now (before a command writes anything): an unreachable cluster is said at once."""
-        self._started = self._connect(_ray()) or self._started
+        """Before a command writes anything: Ray must be installed, and a cluster named by ``address`` reachable (a
+        local instance starts only when there is a job to run)."""
+        ray = _ray()
+        if self.address not in (None, "local"):
+            self._started = self._connect(ray) or self._started
 
     def _connect(self, ray) -> bool:
         if ray.is_initialized():
@@ -114,11 +117,11 @@ class RayExecutor:
 
         ray = _ray()
         result = Outcome()
-        if not jobs:
-            return result
-        started = self._connect(ray) or self._started
-        self._started = False
+        started, self._started = self._started, False
         try:
+            if not jobs:
+                return result
+            started = self._connect(ray) or started
             res = ray.cluster_resources()
             gpus = 1 if res.get("GPU", 0) >= 1 else 0
             parts = max(1, int(res.get("CPU", 1) // max(1, settings.threads)))
