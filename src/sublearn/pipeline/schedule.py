@@ -147,11 +147,11 @@ def run_graph(jobs: list[Job], workers: int, settings, on_done: Callable[[Job, o
         logger.warning(f"{j.name} failed: {msg}")
         for m in members:
             result.failed[m.id] = msg
-        for d in dependents(jobs, {m.id for m in members}):
-            if d in pending:
-                result.skipped[d] = j.name
-                del pending[d]
-        advance(len(members), info=f"{j.name} failed")
+        left_out = [d for d in dependents(jobs, {m.id for m in members}) if d in pending]
+        for d in left_out:
+            result.skipped[d] = j.name
+            del pending[d]
+        advance(len(members) + len(left_out), info=f"{j.name} failed")
 
     n = min(workers, len(jobs))
     with bar(desc, len(jobs), "jobs") as advance:
