@@ -38,6 +38,12 @@ def test_a_grid_shares_artifacts_joins_seeds_and_reruns_nothing(tmp_path, capsys
 
     table = pq.read_table(out / "grid" / "grid.parquet")
     assert table.num_rows == len(rows) - 1 and table.column_names == rows[0].split(",")
+    cells = pq.read_table(out / "cells.parquet").to_pylist()
+    same = [r for r in cells if r["condition"] == "same-init" and r["metric"] == "prob"]
+    assert sorted((r["trait.target"], r["seed"]) for r in same) == [("fox", 0), ("fox", 1), ("owl", 0), ("owl", 1)]
+    owl = json.loads((out / "groups" / "target-owl" / "results.json").read_text())
+    assert next(r["value"] for r in same if r["cell"] == "target-owl_seeds-1") == \
+        owl["conditions"]["same-init"]["prob"]["per_seed"]["1"]
     report = (out / "report.md").read_text()
     assert report.startswith("# Grid: 4 cells in 2 groups\n\nSame-init − control per group: target-owl ")
     assert "4 of 4 cells done" in report and "grid/grid.png" in report

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "into one directory, so cells share every artifact they have in common and a re-run computes "
                        "only what is missing. Cells that differ only in their seeds are joined into one result with "
                        "seed-level statistics (DIR/groups/*/results.json), and the groups are compared side by side "
-                       "(DIR/report.md, DIR/grid/grid.csv, grid.parquet, grid.md, grid.png, grid.html). All cells run as "
+                       "(DIR/report.md, DIR/cells.csv and .parquet, DIR/grid/grid.csv, grid.parquet, grid.md, grid.png, grid.html). All cells run as "
                        "one job graph (an artifact two cells share is one job), on this machine or, with --executor "
                        "ray, as Ray tasks. A failing cell is recorded in DIR/sweep.json and retried without stopping "
                        "the grid.",

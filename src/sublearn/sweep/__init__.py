@@ -23,6 +23,7 @@ from pydantic import Field
 
 from ..configbase import Frozen
 from ..errors import UserError
+from .tables import cells_table, markdown, parquet
 
 __all__ = ["Cell", "GridConfig", "cells", "load_grid", "run_sweep"]
 
@@ -157,35 +158,9 @@ def run_sweep(grid: GridConfig, cell_list: list[Cell], out: Path, executor=None)
                "artifacts": len(seen), "shared": sum(r["shared"] for r in ledger.values()),
                "failed": [n for n, r in ledger.items() if r["status"] != "done"]}
     write_atomic(out / "sweep.json", json.dumps(summary, indent=1))
-    write_atomic(out / "report.md", _markdown(summary, out))
+    cells_table(cell_list, ledger, report, {c.name: g for g, (_, members) in groups.items() for c in members}, out)
+    write_atomic(out / "report.md", markdown(summary, out))
     return summary
-
-
-def _markdown(summary: dict, out: Path) -> str:
-    """``DIR/report.md``: a line a reader can quote, each group's verdict, what ran, the grid figure."""
-    groups, cells = summary["groups"], summary["cells"]
-    lines = []
-    for name, g in groups.items():
-        res = json.loads(Path(g["results"]).read_text())
-        first = next((c for c in res["comparisons"] if c["a"] == "same-init" and c["b"] == "control"), None)
-        if first and first.get("diff") is not None:
-            ci = f" [{first['ci'][0]:+.2f}, {first['ci'][1]:+.2f}]" if first.get("ci") else ""
-            lines.append(f"{name} {first['diff']:+.2f}{ci} ({first['wins']}/{first['n_seeds']} seeds)")
-    head = (f"Same-init − control per group: {'; '.join(lines)}." if lines else
-            f"{len(groups)} groups; see each verdict below.")
-    failed = summary["failed"]
-    out_lines = [f"# Grid: {len(cells)} cells in {len(groups)} groups", "", head, "",
-                 f"{len(cells) - len(failed)} of {len(cells)} cells done"
-                 + (f"; failed: {', '.join(failed)} (errors in sweep.json)" if failed else "")
-                 + f". Executor {summary['executor']}, {summary['seconds']:.0f} s, {summary['jobs']} jobs run for "
-                 f"{summary['artifacts']} distinct artifacts ({summary['shared']} cell artifacts shared with an "
-                 "earlier cell).", "", "## Verdicts", ""]
-    out_lines += [f"- **{n}** (seeds {g['seeds']}): {g['verdict']}" for n, g in groups.items()]
-    if (out / "grid" / "grid.md").exists():
-        out_lines += ["", "Per group and condition (seed means, CIs, per-seed values): `grid/grid.md`, `grid/grid.csv`, "
-                      "`grid/grid.parquet`; every comparison: `grid/grid.comparisons.csv`.", "",
-                      "![base, control and same-init per group](grid/grid.png)"]
-    return "\n".join(out_lines) + "\n"
 
 
 def _groups(grid: GridConfig, cell_list: list[Cell], ledger: dict) -> dict[str, tuple[object, list[Cell]]]:
@@ -222,20 +197,5 @@ def _report(groups: dict, out: Path, axes: list[str]) -> dict:
 
         compare_runs([str(out / "groups" / n) for n in done], out / "grid", axes=axes or ["trait.target"],
                      stem="grid")
-        _parquet(out / "grid" / "grid.csv")
+        parquet(out / "grid" / "grid.csv")
     return done
-
-
-def _parquet(csv: Path) -> None:
-    """``grid.parquet`` beside ``grid.csv`` (the same table, typed columns) when pyarrow is installed."""
-    from loguru import logger
-
-    try:
-        from pyarrow import csv as pa_csv
-        from pyarrow import parquet
-    except ModuleNotFoundError:
-        logger.info("grid.parquet not written: pip install 'sublearn[parquet]' (grid.csv holds the same table)")
-        return
-    tmp = csv.with_name(".grid.parquet.tmp")
-    parquet.write_table(pa_csv.read_csv(csv), tmp)
-    tmp.replace(csv.with_name("grid.parquet"))
