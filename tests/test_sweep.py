@@ -70,11 +70,18 @@ def test_bad_grids_are_one_line_errors(tmp_path, capsys):
     for text, needle in (('base = "nope.toml"\n[axes]\nseeds = [0]\n', "not found"),
                          ('base = "micro.toml"\n[axes]\n"trait.target" = ["unicornz"]\n', "grid cell"),
                          ('base = "micro.toml"\n[axes]\nseeds = []\n', "non-empty list"),
-                         ('base = "micro.toml"\nretries = 99\n[axes]\nseeds = [0]\n', "retries")):
+                         ('base = "micro.toml"\nretries = 99\n[axes]\nseeds = [0]\n', "retries"),
+                         ('base = "micro.toml"\n[axes]\n"model.threads" = [1, 2]\n', "one runtime")):
         micro_config(tmp_path)
         p = tmp_path / "g.toml"
         p.write_text(text)
         assert main(["sweep", str(p), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err
+    p.write_text('base = "micro.toml"\n[axes]\nseeds = [0]\n')
+    for args, needle in ((["--workers", "0"], "model.workers"), (["--workers", "-1"], "model.workers"),
+                         (["--executor", "ray", "--address", "ray://nowhere.invalid:1"], "cannot reach")):
+        assert main(["sweep", str(p), "--out", str(tmp_path / "o"), *args]) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and "\n" not in err, err
     assert not (tmp_path / "o").exists()

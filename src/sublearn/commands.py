@@ -206,7 +206,8 @@ def cmd_sweep(args) -> int:
     from .store import usable_dir
     from .sweep import load_grid, run_sweep
 
-    grid, cells = load_grid(args.grid, args.set)  # every cell validated before anything is written
+    workers = [f"model.workers={args.workers}"] if args.workers is not None else []
+    grid, cells = load_grid(args.grid, args.set + workers)  # every cell validated before anything is written
     executor = _executor(args, cells[0].cfg.model.workers)
     usable_dir(cache_root(), "SUBLEARN_CACHE")
     executor.check()

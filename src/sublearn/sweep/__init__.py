@@ -64,7 +64,13 @@ def load_grid(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if not grid.axes or any(not isinstance(v, list) or not v for v in grid.axes.values()):
         raise UserError(f"{path}: axes must give every field a non-empty list of values")
     base = Path(grid.base) if Path(grid.base).is_absolute() else (p.parent / grid.base)
-    return grid, cells(grid, str(base), list(grid.set) + list(overrides))
+    out = cells(grid, str(base), list(grid.set) + list(overrides))
+    from ..runtime import Settings
+
+    if len({Settings.from_config(c.cfg).ident() for c in out}) > 1:
+        raise UserError(f"{path}: the cells of a grid run under one runtime: model.backend, model.threads, the vLLM "
+                        "settings and [api] must not vary along an axis")
+    return grid, out
 
 
 def cells(grid: GridConfig, base: str, common: list[str]) -> list[Cell]:
@@ -108,9 +114,6 @@ def run_sweep(grid: GridConfig, cell_list: list[Cell], out: Path, executor=None)
                           "shared": len(nodes.keys() & seen), "attempts": 0}  # shared: with an earlier cell
         seen |= nodes.keys()
     first = cell_list[0].cfg
-    if len({Settings.from_config(c.cfg).ident() for c in cell_list}) > 1:
-        raise UserError("the cells of a grid run under one runtime: model.backend, model.threads, the vLLM settings "
-                        "and [api] must not vary along an axis")
     executor = executor or make_executor("local", workers=first.model.workers)
     t0 = time.time()
     stages = ("generate", "filter", "finetune", "evaluate")
