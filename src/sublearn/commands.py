@@ -342,22 +342,14 @@ def cmd_plugins(args) -> int:
     def first_line(obj) -> str:
         return getattr(obj, "about", "") or (obj.__doc__ or "").strip().split("\n")[0]
 
-    for title, reg in (("carriers", CARRIERS), ("traits", TRAITS)):
-        print(f"{title} ([{title[:-1]}] kind = ...):")
+    sections = (("carriers ([carrier] kind = ...)", CARRIERS, first_line), ("traits ([trait] kind = ...)", TRAITS,
+                first_line), ("scorers (evaluate.scorers)", SCORERS, lambda s: s.label),
+                ("ban lists (filter.banned)", BAN_LISTS, first_line), ("trackers (--track)", TRACKERS, first_line),
+                ("executors (--executor)", EXECUTORS, first_line))
+    for title, reg, describe in sections:
+        print(f"{title}:")
         for name in reg.names():
-            print(f"  {name:<20} {first_line(reg.get(name))}")
-    print("scorers (evaluate.scorers):")
-    for name in SCORERS.names():
-        print(f"  {name:<20} {SCORERS.get(name).label}")
-    print("ban lists (filter.banned):")
-    for name in BAN_LISTS.names():
-        print(f"  {name:<20} {first_line(BAN_LISTS.get(name))}")
-    print("trackers (--track):")
-    for name in TRACKERS.names():
-        print(f"  {name:<20} {first_line(TRACKERS.get(name))}")
-    print("executors (--executor):")
-    for name in EXECUTORS.names():
-        print(f"  {name:<20} {first_line(EXECUTORS.get(name))}")
+            print(f"  {name:<20} {describe(reg.get(name))}")
     print("conditions (students.conditions):")
     for name in conditions.choosable():
         print(f"  {name:<20} {conditions.REGISTRY[name].about}")

@@ -84,6 +84,7 @@ class RayExecutor:
     (a local instance of ``workers`` CPUs started for this run; an already initialized Ray is used as it is)."""
 
     name = "ray"
+    about = "each job a Ray task: --address auto | ray://HOST:PORT, or a local Ray instance of --workers CPUs"
 
     def __init__(self, workers: int = 1, address: str | None = None):
         self.workers, self.address = max(1, int(workers)), address

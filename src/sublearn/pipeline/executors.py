@@ -32,6 +32,7 @@ class LocalExecutor:
     """This machine: ``workers`` spawned processes (1: inline in this process)."""
 
     name = "local"
+    about = "this machine: --workers spawned processes (1: inline in this process)"
 
     def __init__(self, workers: int = 1, address: str | None = None):
         if address:
