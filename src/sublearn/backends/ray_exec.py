@@ -19,7 +19,7 @@ from collections.abc import Callable
 from loguru import logger
 
 from ..errors import UserError
-from ..pipeline.schedule import Job, Outcome, error_line
+from ..pipeline.schedule import Job, Outcome, error_line, split
 from ..plugins import EXECUTORS
 
 GPU_STAGES = {"base", "teacher", "generate", "finetune"}
@@ -66,9 +66,7 @@ def combined(jobs: list[Job], parts: int, combine: Callable[[list[Job]], Job] | 
         else:
             groups.setdefault((depth[j.id], j.group), []).append(j)
     for (_, _), same in groups.items():
-        size = -(-len(same) // min(len(same), max(1, parts)))
-        for k in range(0, len(same), size):
-            chunk = same[k : k + size]
+        for chunk in split(same, parts):
             if len(chunk) == 1:
                 out.append(chunk[0])
             else:

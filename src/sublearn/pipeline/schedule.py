@@ -86,6 +86,12 @@ def dependents(jobs: list[Job], roots: set[str]) -> set[str]:
     return out
 
 
+def split(same: list[Job], parts: int) -> list[list[Job]]:
+    """Jobs of one batch group in at most ``parts`` chunks of (nearly) equal size, in order: one combined job each."""
+    size = -(-len(same) // min(len(same), max(1, parts)))
+    return [same[k : k + size] for k in range(0, len(same), size)]
+
+
 def run_graph(jobs: list[Job], workers: int, settings, on_done: Callable[[Job, object], None] | None = None,
               desc: str = "jobs", combine: Callable[[list[Job]], Job] | None = None,
               keep_going: bool = False) -> Outcome:
@@ -119,11 +125,9 @@ def run_graph(jobs: list[Job], workers: int, settings, on_done: Callable[[Job, o
                 out.append(j)
                 del pending[j.id]
                 continue
-            size = -(-len(same) // min(len(same), max(1, n if n > 1 else 1)))
-            for k in range(0, len(same), size):
+            for chunk in split(same, n):
                 if len(out) >= parts:
                     break
-                chunk = same[k : k + size]
                 for x in chunk:
                     del pending[x.id]
                 out.append(combine(chunk) if len(chunk) > 1 else chunk[0])

@@ -130,13 +130,14 @@ def run_sweep(grid: GridConfig, cell_list: list[Cell], out: Path, executor=None)
             for j in g.jobs:
                 jobs.setdefault(j.id, j)  # an artifact two cells share: one job (either cell's config makes it)
                 callbacks.setdefault(j.id, []).append(g.on_done)
-            wanted[c.name] = [n.key for n in g.wanted]
+            wanted[c.name] = g.wanted
             ledger[c.name]["attempts"] = attempt + 1
         n_jobs += len(jobs)
         logger.info(f"sweep{f' (attempt {attempt + 1})' if attempt else ''}: {len(left)} cells, {len(jobs)} jobs to "
                     f"run ({len(seen)} distinct artifacts; {sum(r['shared'] for r in ledger.values())} cell artifacts "
                     "shared with an earlier cell)")
         t = time.time()
+
         def on_done(job, res, callbacks=callbacks) -> None:
             for cb in callbacks[job.id]:
                 cb(job, res)
@@ -145,9 +146,8 @@ def run_sweep(grid: GridConfig, cell_list: list[Cell], out: Path, executor=None)
                                combine=combine, keep_going=True)
         bad = outcome.failed | {k: f"needs {v}, which failed" for k, v in outcome.skipped.items()}
         for c in left:
-            why = next((bad[k] for k in wanted[c.name] if k in bad), None)
-            missing = why is None and any(not store.exists(n.stage, n.key) for ns in plans[c.name].values() for n in ns
-                                          if n.key in wanted[c.name])
+            why = next((bad[n.key] for n in wanted[c.name] if n.key in bad), None)
+            missing = why is None and any(not store.exists(n.stage, n.key) for n in wanted[c.name])
             rec = ledger[c.name]
             rec.update(status="failed" if why or missing else "done", seconds=round(time.time() - t, 1),
                        error=why or ("an artifact is missing after its job" if missing else None))
