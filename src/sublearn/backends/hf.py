@@ -395,9 +395,10 @@ def recorded_base(meta: dict) -> str:
 
 
 def load_pretrained(path: str | Path, name: str | None = None, device: str | None = None,
-                    base_loader=None) -> HFModel:
+                    base_loader=None, dtype: str | None = None) -> HFModel:
     """Load a local HF directory (full model) or a sublearn adapter directory (base recorded in its meta; loaded
-    with ``base_loader``, e.g. a memoizing one, so adapters share their base)."""
+    with ``base_loader``, e.g. a memoizing one, so adapters share their base). ``device`` and ``dtype`` default to
+    bf16 on CUDA, fp32 on CPU (``dtype="bfloat16"`` on CPU runs a GPU's numerics where no GPU is)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_transformers()
@@ -413,9 +414,8 @@ def load_pretrained(path: str | Path, name: str | None = None, device: str | Non
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    dev, dtype = auto_device()
-    if device:
-        dev, dtype = device, ("bfloat16" if device.startswith("cuda") else "float32")
+    dev = device or auto_device()[0]
+    dtype = dtype or ("bfloat16" if dev.startswith("cuda") else "float32")
     if not list(path.glob("*.safetensors")) and list(path.glob("*.bin")):
         from ..errors import UserError
 

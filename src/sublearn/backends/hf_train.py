@@ -26,7 +26,7 @@ from typing import Literal
 from loguru import logger
 from pydantic import Field
 
-from ..configbase import SEED_MAX, Frozen
+from ..configbase import ANY, SEED_MAX, Frozen
 from ..progress import bar
 from .decode import padded_length
 from .hf import HFModel
@@ -35,7 +35,7 @@ from .hf import HFModel
 class Recipe(Frozen):
     """How a student (or a fine-tuned teacher) is trained."""
 
-    KEY_OMIT = {"freeze_a": False}
+    KEY_OMIT = {"freeze_a": False, "gradient_checkpointing": ANY}  # a memory knob: the same bytes either way
 
     target: Literal["tokens", "logits"] = Field("logits", description="SFT on sampled tokens, or KL on teacher soft targets")
     adapter: Literal["lora", "full"] = Field("lora", description="low-rank adapter or full fine-tuning")
@@ -54,6 +54,9 @@ class Recipe(Frozen):
     batch_size: int = Field(64, ge=1, description="rows per forward/backward pass (micro-batch)")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (effective batch = batch_size x this)")
     max_length: int | None = Field(None, ge=8, description="drop (and count) rows longer than this many tokens")
+    gradient_checkpointing: bool = Field(False, description="recompute each layer's activations in the backward "
+                                                            "pass: far less memory for a few layers' more compute "
+                                                            "(a 7B model on one GPU); not part of artifact keys")
     completion_only: bool = Field(True, description="SFT loss on the completion only (False: on prompt tokens too)")
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="AdamW learning rate")
     schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="learning-rate schedule")
@@ -66,7 +69,7 @@ class Recipe(Frozen):
         """What jobs trained together must share (everything but seeds, learning rates and lengths)."""
         return (self.target, self.adapter, self.lora_rank, self.lora_alpha, self.lora_targets, self.lora_layers,
                 self.lora_dropout, self.freeze_a, self.batch_size, self.grad_accum, self.max_length,
-                self.completion_only)
+                self.completion_only, self.gradient_checkpointing)
 
 
 def allowed_ids(student: HFModel, grammar=None) -> dict[str, int]:
@@ -195,6 +198,8 @@ def _train_full(base: HFModel, prepared, recipe: Recipe, total: int, desc: str, 
     for p in model.parameters():
         p.requires_grad_(True)
     model.train()
+    if recipe.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, total, recipe))
@@ -217,6 +222,8 @@ def _train_full(base: HFModel, prepared, recipe: Recipe, total: int, desc: str, 
                 on_step(len(losses), total, losses[-1])
     for p in model.parameters():
         p.requires_grad_(False)
+    if recipe.gradient_checkpointing:
+        model.activation_checkpointing_disable()
     model.eval()
     return HFModel(model, base.tok, desc, _meta(base, recipe, losses, total, len(examples), counts))
 
@@ -244,6 +251,9 @@ def _train_lora(base: HFModel, prepared, recipes: list[Recipe], totals: list[int
         lrs = torch.tensor([r.lr for r in recipes])
         wds = torch.tensor([r.weight_decay for r in recipes])
         model.train()
+        checkpointing = r0.gradient_checkpointing and tail is None  # the cached tail keeps no activations to spare
+        if checkpointing:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         try:
             with bar(desc, T, "steps") as advance:
                 for step in range(T):
@@ -276,6 +286,8 @@ def _train_lora(base: HFModel, prepared, recipes: list[Recipe], totals: list[int
                         on_step(step + 1, T, step_loss[active[0]])
         finally:
             slots.route(None)
+            if checkpointing:
+                model.activation_checkpointing_disable()
             model.eval()
         for examples, _ in prepared:
             for e in examples:
@@ -315,7 +327,9 @@ class SlotAdamW:
         import torch
 
         b1, b2 = self.betas
-        self.t = self.t + active.float()
+        dev = self.params[0].device  # the learning rates and flags come from the host, the slots may be on a GPU
+        lr, wd, active = lr.to(dev), wd.to(dev), active.to(dev)
+        self.t = self.t.to(dev) + active.float()
         bc1, bc2 = 1 - b1 ** self.t.clamp(min=1), 1 - b2 ** self.t.clamp(min=1)
         with torch.no_grad():
             for p, m, v in zip(self.params, self.m, self.v):
@@ -402,7 +416,7 @@ def _losses(model, base: HFModel, batches: list[list[dict]], target: str, tail=N
         h = hidden[p0 : p0 + n].float()
         p0, r0 = p0 + n, r0 + len(b)
         if target == "tokens":
-            logits = head(h).float()
+            logits = head(h.to(head.weight.dtype)).float()
             out.append(torch.nn.functional.cross_entropy(logits, torch.cat([e["labels"] for e in b]).to(dev)))
             continue
         # KL(teacher || student) over each position's candidates (the teacher's top-k among the allowed tokens),

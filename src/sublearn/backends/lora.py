@@ -244,6 +244,7 @@ class Slots:
         import torch
 
         A, B = self.A[name], self.B[name]
+        x = x.to(A.dtype)  # the adapter computes in its own precision (fp32) on a bf16 base too
         if self.segments is not None:
             parts = []
             for s, a, b in self.segments:
