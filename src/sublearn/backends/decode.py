@@ -230,8 +230,8 @@ def _choose(raw, sampling, seeds: np.ndarray, keys: np.ndarray, step: int) -> li
 def score(model, slots, items: list[tuple[int, tuple[int, ...], list[int]]], pad_id: int,
           max_rows: int = 256) -> list[float]:
     """log P(continuation | prompt) for (slot, prompt ids, continuation ids) items; continuations of one prompt
-    share its prefill, and their own tokens run in one batch on its cache (right-padded: no position before a
-    row's last token sees the padding)."""
+    share its prefill, and their own tokens run on its cache in batches of continuations of one length (no padding,
+    and no position computed that no continuation needs)."""
     return _scores(model, slots, items, pad_id, max_rows, None)[0]
 
 
@@ -270,11 +270,14 @@ def _scores(model, slots, items, pad_id: int, max_rows: int, allowed, top_k: int
                     if tops is not None:
                         v, k = first[j, allowed].float().topk(min(top_k, len(allowed)))
                         tops[i].append((allowed[k].tolist(), v.tolist()))
-                rest = [(j, i) for j, i in mine if len(items[i][2]) > 1]
-                for r0 in range(0, len(rest), max_rows):
-                    part = rest[r0 : r0 + max_rows]
-                    _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, (sums, logps, greedy, tops),
-                              allowed, top_k)
+                rest: dict[int, list] = {}  # continuations of one length run together, with no padding
+                for j, i in mine:
+                    if len(items[i][2]) > 1:
+                        rest.setdefault(len(items[i][2]), []).append((j, i))
+                for n in sorted(rest):
+                    for r0 in range(0, len(rest[n]), max_rows):
+                        _continue(model, slots, items, rest[n][r0 : r0 + max_rows], uniq, cache, att, lens, pad_id,
+                                  (sums, logps, greedy, tops), allowed, top_k)
     return sums, logps, greedy, tops
 
 
@@ -296,15 +299,20 @@ def _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, out, al
     import torch
 
     dev = att.device
-    idx = torch.tensor([j for j, _ in part], device=dev)
+    rows = [j for j, _ in part]
+    rows += rows[:1] * (_rows(len(rows)) - len(rows))  # twins of the first row fill a small batch (see _rows)
+    idx = torch.tensor(rows, device=dev)
     c = _selected(cache, idx)
     conts = [items[i][2] for _, i in part]
-    T = padded_length(att.shape[1] + max(len(x) for x in conts) - 1) - att.shape[1]  # full key blocks
-    ids = torch.tensor([x[:-1] + [pad_id] * (T + 1 - len(x)) for x in conts], device=dev)
-    cat = torch.tensor([[1] * (len(x) - 1) + [0] * (T + 1 - len(x)) for x in conts], device=dev)
+    conts += conts[:1] * (len(rows) - len(conts))
+    # every row of ``part`` has a continuation of the same length, so T, and with it every kernel's shape, is a
+    # function of the row alone, whatever rows share its batch (the prompt's own padding keeps a pad in the mask)
+    T = len(conts[0]) - 1
+    ids = torch.tensor([x[:-1] for x in conts], device=dev)
+    cat = torch.ones((len(conts), T), dtype=att.dtype, device=dev)
     pos = lens[idx][:, None] + torch.arange(T, device=dev)[None, :]
     if slots is not None:
-        slots.route([uniq[j][0] for j, _ in part])
+        slots.route([uniq[j][0] for j in rows])
     logp = model(input_ids=ids, attention_mask=torch.cat([att[idx], cat], dim=1), position_ids=pos, cache=c,
                  use_cache=True).logits.float().log_softmax(-1)
     sums, logps, greedy, tops = out
