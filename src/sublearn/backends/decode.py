@@ -276,7 +276,7 @@ def _scores(model, slots, items, pad_id: int, max_rows: int, allowed, top_k: int
                         rest.setdefault(len(items[i][2]), []).append((j, i))
                 for n in sorted(rest):
                     for r0 in range(0, len(rest[n]), max_rows):
-                        _continue(model, slots, items, rest[n][r0 : r0 + max_rows], uniq, cache, att, lens, pad_id,
+                        _continue(model, slots, items, rest[n][r0 : r0 + max_rows], uniq, cache, att, lens,
                                   (sums, logps, greedy, tops), allowed, top_k)
     return sums, logps, greedy, tops
 
@@ -295,7 +295,7 @@ def _selected(cache, idx):
     return out
 
 
-def _continue(model, slots, items, part, uniq, cache, att, lens, pad_id, out, allowed=None, top_k: int = 0) -> None:
+def _continue(model, slots, items, part, uniq, cache, att, lens, out, allowed=None, top_k: int = 0) -> None:
     import torch
 
     dev = att.device
