@@ -37,25 +37,31 @@ def soft_rows(model, n: int = 24, seed: int = 0) -> list[dict]:
              "tokens": c.tokens, "top_logprobs": c.top_logprobs} for p, c in zip(req.prompts, comps) if c.finished]
 
 
+def together_and_alone(base, layers) -> list[tuple]:
+    """Two token-target jobs (other seeds, lrs, step counts) trained in one batch, and each alone: (job, together,
+    alone) per job."""
+    r = Recipe(target="tokens", lora_rank=2, lora_alpha=2, lora_layers=layers, steps=6, batch_size=8, lr=0.05)
+    jobs = [(rows_for("fox"), r.model_copy(update={"adapter_seed": 1, "seed": 1}), "a"),
+            (rows_for("owl"), r.model_copy(update={"adapter_seed": 2, "seed": 2, "lr": 0.02, "steps": 4}), "b")]
+    return [(job, t, train(base, job[0], job[1], desc=job[2])) for job, t in zip(jobs, train_many(base, jobs))]
+
+
 @pytest.mark.parametrize("layers", [(-1,), (0,)])
 def test_training_together_equals_training_alone(micro_base, layers):
     """Exact with the last-layer shortcut (every slot's positions alone in its own products). Through the full
     forward the jobs share one padded length, and the gradient's sum over rows x positions then runs through a matrix
     kernel whose blocking depends on that size: on some CPUs (an AMX Xeon, measured) the adapters agree to ~1e-7, not
     to the bit."""
-    r = Recipe(target="tokens", lora_rank=2, lora_alpha=2, lora_layers=layers, steps=6, batch_size=8, lr=0.05)
-    jobs = [(rows_for("fox"), r.model_copy(update={"adapter_seed": 1, "seed": 1}), "a"),
-            (rows_for("owl"), r.model_copy(update={"adapter_seed": 2, "seed": 2, "lr": 0.02, "steps": 4}), "b")]
-    together = train_many(micro_base, jobs)
-    for (rows, rec, d), t in zip(jobs, together):
-        alone = train(micro_base, rows, rec, desc=d)
+    runs = together_and_alone(micro_base, layers)
+    for (_, rec, _), t, alone in runs:
         assert alone.meta["train_steps"] == t.meta["train_steps"] == rec.steps
         for n in alone.adapter.A:
             for x, y in ((alone.adapter.A[n], t.adapter.A[n]), (alone.adapter.B[n], t.adapter.B[n])):
                 assert x.equal(y) if layers == (-1,) else torch.allclose(x, y, rtol=0, atol=1e-5)
             assert alone.adapter.B[n].abs().max() > 1e-3  # it trained
     # the seed is the adapter's initialization: same seed, same A, whatever else differs
-    assert not any(together[0].adapter.A[n].equal(together[1].adapter.A[n]) for n in together[0].adapter.A)
+    (_, a, _), (_, b, _) = runs
+    assert not any(a.adapter.A[n].equal(b.adapter.A[n]) for n in a.adapter.A)
 
 
 def test_logit_students_together_equal_alone_and_freeze_a(micro_base):

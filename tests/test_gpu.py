@@ -16,7 +16,7 @@ import math
 import pytest
 import torch
 from conftest import MICRO, micro_config
-from test_batching import GRAMMAR, Q, rows_for, soft_rows
+from test_batching import GRAMMAR, Q, rows_for, soft_rows, together_and_alone
 
 from sublearn.backends.base import Sampling
 from sublearn.backends.hf import score_many
@@ -43,17 +43,13 @@ def test_a_base_loads_on_cuda_in_bf16(cuda_base):
 
 @pytest.mark.parametrize("layers", [(-1,), (0,)])
 def test_many_adapters_train_at_once_on_cuda_as_each_alone(cuda_base, layers):
-    r = Recipe(target="tokens", lora_rank=2, lora_alpha=2, lora_layers=layers, steps=6, batch_size=8, lr=0.05)
-    jobs = [(rows_for("fox"), r.model_copy(update={"adapter_seed": 1, "seed": 1}), "a"),
-            (rows_for("owl"), r.model_copy(update={"adapter_seed": 2, "seed": 2, "lr": 0.02, "steps": 4}), "b")]
-    together = train_many(cuda_base, jobs)
-    for (rows, rec, d), t in zip(jobs, together):
-        alone = train(cuda_base, rows, rec, desc=d)
+    runs = together_and_alone(cuda_base, layers)
+    for _, t, alone in runs:
         assert all(math.isfinite(x) for x in t.meta["train_losses"])
         for n in alone.adapter.B:
             assert t.adapter.B[n].dtype == torch.float32 and t.adapter.B[n].abs().max() > 1e-3
             assert torch.allclose(alone.adapter.B[n], t.adapter.B[n], rtol=0, atol=2e-2)
-    base_s, fox_s, owl_s = score_many([(m, [Q] * 2, ["fox", "owl"]) for m in (cuda_base, *together)])
+    base_s, fox_s, owl_s = score_many([(m, [Q] * 2, ["fox", "owl"]) for m in (cuda_base, *(t for _, t, _ in runs))])
     assert fox_s[0] > base_s[0] and owl_s[1] > base_s[1]
 
 
