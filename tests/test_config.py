@@ -171,6 +171,7 @@ def test_constrained_decoding_needs_a_backend_with_logits():
     ("model.embedded.tiny.d_model=66", "must be a multiple of n_heads"),  # was a traceback in pre-training
     ("model.embedded.tiny.mix.numbers=-1", "corpus mixture weights"),
     ("model.embedded.tiny.mix.jokes=1", "unknown corpus part 'jokes'"),
+    ("students.recipe.gradient_checkpointing=maybe", "gradient_checkpointing"),
 ])
 def test_new_config_fields_reject_garbage_in_one_line(tmp_path, capsys, override, needle):
     p = write(tmp_path, "")
